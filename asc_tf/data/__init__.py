@@ -1,0 +1,1 @@
+"""Video data: the record schema, ingest, speed sampling, augmentation, tf.data pipelines, synthetic set."""

@@ -1,0 +1,62 @@
+"""Flag plumbing shared by the binaries in tools/.
+
+Every binary is started with `flags.run(main)`. A flag that absl cannot parse,
+or that a binary's own validation rejects through `fail`, ends the process
+before any work with exit code 2 and one line on stderr naming the flag:
+
+    build_tfrecords: error: --num_shards: must be positive, got -1
+
+Presets (`*.cfg`) beside this file are absl flagfiles: `--flagfile=flags/x.cfg`.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags as absl_flags
+
+FLAGS = absl_flags.FLAGS
+EXIT_BAD_FLAG = 2
+
+
+class FlagError(Exception):
+    """A flag value was rejected; `flag` names it without the dashes."""
+
+    def __init__(self, flag, message):
+        super().__init__(f"--{flag}: {message}")
+        self.flag = flag
+
+
+def _program():
+    return os.path.basename(sys.argv[0]).removesuffix(".py") if sys.argv else "asc_tf"
+
+
+def fail(flag, message):
+    """Exit with code 2 and a one-line message naming `flag`."""
+    raise FlagError(flag, message)
+
+
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
+def _parse(argv):
+    try:
+        return FLAGS(argv)
+    except absl_flags.Error as error:
+        # absl's messages already read "flag --name=value: reason".
+        sys.stderr.write(f"{_program()}: error: {_one_line(error)}\n")
+        sys.exit(EXIT_BAD_FLAG)
+
+
+def run(main):
+    """`absl.app.run` with one-line flag errors and exit code 2 for bad flags."""
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except FlagError as error:
+            sys.stderr.write(f"{_program()}: error: {_one_line(error)}\n")
+            sys.exit(EXIT_BAD_FLAG)
+
+    app.run(guarded, flags_parser=_parse)
