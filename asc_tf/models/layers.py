@@ -1,0 +1,123 @@
+"""Building blocks shared by the backbones: torch-compatible padding and BatchNorm.
+
+PyTorch pads symmetrically (`padding=(1, 3, 3)`); TensorFlow's 'SAME' pads
+asymmetrically when the stride is 2 (one pixel more on the right). The two give
+the same output size but sample different pixels, so weights ported from
+torchvision would be applied off by one. These layers pad exactly as PyTorch
+does, and fall back to the (faster, fused) 'same' convolution wherever it is
+equivalent: stride 1 and an odd kernel padded by k // 2.
+"""
+
+import keras
+import tensorflow as tf
+
+
+def triple(value):
+    """An int or a 3-sequence → a tuple of 3 ints (T, H, W)."""
+    if isinstance(value, int):
+        return (value, value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 3:
+        raise ValueError(f"expected an int or 3 values (T, H, W), got {value}")
+    return value
+
+
+def scaled(channels, width):
+    """Channel count under a width multiplier; never below 1."""
+    return max(1, int(round(channels * width)))
+
+
+def kaiming_fan_out():
+    """torchvision's video models initialise convolutions this way (fan_out, ReLU gain)."""
+    return keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+def _is_same(kernel, strides, padding):
+    return all(s == 1 and k % 2 == 1 and 2 * p == k - 1 for k, s, p in zip(kernel, strides, padding))
+
+
+def _torch_pads(padding):
+    return [[0, 0], [padding[0], padding[0]], [padding[1], padding[1]], [padding[2], padding[2]], [0, 0]]
+
+
+@keras.saving.register_keras_serializable(package="asc_tf")
+class TorchConv3D(keras.layers.Conv3D):
+    """Conv3D on `[N, T, H, W, C]` with PyTorch's symmetric `padding=(pt, ph, pw)`.
+
+    The kernel layout is Keras's `[kt, kh, kw, in, out]`; torchvision stores
+    `[out, in, kt, kh, kw]` (see `asc_tf.models.port`).
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding=0, use_bias=False, **kwargs):
+        kernel_size, strides, padding = triple(kernel_size), triple(strides), triple(padding)
+        same = _is_same(kernel_size, strides, padding)
+        kwargs.setdefault("kernel_initializer", kaiming_fan_out())
+        super().__init__(
+            filters,
+            kernel_size,
+            strides=strides,
+            padding="same" if same else "valid",
+            use_bias=use_bias,
+            **kwargs,
+        )
+        self.torch_padding = padding
+        self._explicit_pad = None if same or padding == (0, 0, 0) else _torch_pads(padding)
+
+    def call(self, inputs):
+        if self._explicit_pad is not None:
+            inputs = tf.pad(inputs, self._explicit_pad)
+        return super().call(inputs)
+
+    def compute_output_shape(self, input_shape):
+        if self._explicit_pad is not None:
+            input_shape = list(input_shape)
+            for axis, pad in zip((1, 2, 3), self.torch_padding):
+                if input_shape[axis] is not None:
+                    input_shape[axis] += 2 * pad
+        return super().compute_output_shape(tuple(input_shape))
+
+    def get_config(self):
+        config = super().get_config()
+        config["padding"] = self.torch_padding
+        return config
+
+
+@keras.saving.register_keras_serializable(package="asc_tf")
+class TorchMaxPool3D(keras.layers.Layer):
+    """MaxPool3d with PyTorch's symmetric padding (padded cells never win: −∞)."""
+
+    def __init__(self, pool_size, strides, padding=0, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size, self.strides, self.padding = triple(pool_size), triple(strides), triple(padding)
+        self._same = _is_same(self.pool_size, self.strides, self.padding)
+
+    def call(self, inputs):
+        if self._same:
+            return tf.nn.max_pool3d(inputs, self.pool_size, self.strides, "SAME")
+        if self.padding != (0, 0, 0):
+            inputs = tf.pad(inputs, _torch_pads(self.padding), constant_values=float("-inf"))
+        return tf.nn.max_pool3d(inputs, self.pool_size, self.strides, "VALID")
+
+    def compute_output_shape(self, input_shape):
+        shape = list(input_shape)
+        for axis, (k, s, p) in enumerate(zip(self.pool_size, self.strides, self.padding), start=1):
+            if shape[axis] is not None:
+                shape[axis] = (shape[axis] + 2 * p - k) // s + 1
+        return tuple(shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pool_size=self.pool_size, strides=self.strides, padding=self.padding)
+        return config
+
+
+def batch_norm(name, epsilon=1e-5, momentum=0.9, synchronized=False):
+    """BatchNorm over the channel axis. Keras momentum m = 1 − torch momentum."""
+    return keras.layers.BatchNormalization(
+        axis=-1, epsilon=epsilon, momentum=momentum, synchronized=synchronized, name=name
+    )
+
+
+def global_average_pool(features):
+    """`[N, T, H, W, C]` → `[N, C]` float32 (a float32 feature even under mixed precision)."""
+    return tf.reduce_mean(tf.cast(features, tf.float32), axis=[1, 2, 3])
