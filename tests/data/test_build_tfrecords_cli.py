@@ -1,0 +1,83 @@
+"""The build_tfrecords binary: flag errors before any work, and resume after a kill."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+from asc_tf.data import records
+from conftest import REALCLIPS, REPO_ROOT
+
+KINETICS = os.path.join(REALCLIPS, "kinetics", "train")
+
+
+def run_tool(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "tools.build_tfrecords", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300, **kwargs)
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--layout=bogus"], "layout"),
+    (["--layout=folder", "--jpeg_quality=0"], "jpeg_quality"),
+    (["--layout=folder", "--workers=0"], "workers"),
+    (["--layout=folder", "--short_side=-1"], "short_side"),
+    (["--layout=ucf101", "--split_file=/nonexistent/trainlist01.txt"], "split_file"),
+    (["--layout=hmdb51", "--split_dir={root}", "--subset=val"], "subset"),
+    (["--layout=folder", "--output_dir={file}"], "output_dir"),
+    (["--layout=folder", "--root={file}"], "root"),
+])
+def test_bad_flags_exit_2_with_one_line_naming_the_flag(tmp_path, args, flag):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    defaults = [f"--root={tmp_path}", f"--output_dir={tmp_path / 'out'}"]
+    args = [a.format(root=tmp_path, file=a_file) for a in defaults + args]
+    result = run_tool(*args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--{flag}" in lines[0], result.stderr
+    assert not (tmp_path / "out").exists()  # rejected before any work
+
+
+def _ids_and_paths(output_dir):
+    files = sorted(glob.glob(os.path.join(output_dir, "*.tfrecord")))
+    parsed = [records.parse_sequence_example(s) for s in tf.data.TFRecordDataset(files)]
+    return [int(p["video_id"]) for p in parsed], [p["path"].numpy().decode() for p in parsed]
+
+
+def test_kill_midway_then_rerun_completes_without_duplicates(tmp_path):
+    if not os.path.isdir(REALCLIPS):
+        pytest.skip(f"real clips not found at {REALCLIPS} (see tests/conftest.py)")
+    out = tmp_path / "out"
+    args = ["--layout=kinetics", f"--root={KINETICS}", f"--output_dir={out}", "--num_shards=3",
+            "--short_side=32", "--max_frames=0"]
+    process = subprocess.Popen([sys.executable, "-m", "tools.build_tfrecords", *args], cwd=REPO_ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not glob.glob(os.path.join(out, "train-*-of-00003.tfrecord")):
+        assert process.poll() is None and time.monotonic() < deadline, "no shard was written"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)  # the binary and its decoder process
+    process.wait()
+    complete = glob.glob(os.path.join(out, "train-*-of-00003.tfrecord"))
+    assert len(complete) < 3, "the ingest finished before it could be killed"
+
+    result = run_tool(*args)
+    assert result.returncode == 0, result.stderr
+    assert not glob.glob(os.path.join(out, "*.tmp-*"))
+    ids, paths = _ids_and_paths(out)
+    assert sorted(ids) == list(range(9)) and len(set(paths)) == 9
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["run"]["shards_resumed"] == len(complete)
+    assert manifest["totals"] == {"listed": 9, "ingested": 9, "rejected": 0, "missing": 0,
+                                  "unlisted": 0, "ignored": 0, "short": 0, "frames": 2678}
+    assert [(c["name"], c["ingested"]) for c in manifest["per_class"]] == [
+        ("arm_wrestling", 5), ("bungee_jumping", 4)]
+    assert manifest["shards"] == [f"train-0000{k}-of-00003.tfrecord" for k in range(3)]
+    assert manifest["command"][1:] == args
