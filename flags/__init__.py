@@ -14,6 +14,10 @@ import sys
 
 from absl import app
 from absl import flags as absl_flags
+from absl import logging
+
+# Quiet by default: TensorFlow logs every asset it saves at INFO. --verbosity=0 brings INFO back.
+absl_flags.FLAGS.set_default("verbosity", logging.WARNING)
 
 FLAGS = absl_flags.FLAGS
 EXIT_BAD_FLAG = 2

@@ -18,22 +18,23 @@ BACKBONES = {
 }
 
 
-def build_backbone(name, width=1.0, sync_bn=False, **kwargs):
+def build_backbone(backbone, width=1.0, sync_bn=False, **kwargs):
     """Builds a backbone by name (one of `BACKBONES`).
 
     Args:
-      name: "r3d_18", "r2plus1d_18", "r2plus1d_10", "s3d" or "s3dg".
+      backbone: "r3d_18", "r2plus1d_18", "r2plus1d_10", "s3d" or "s3dg".
       width: channel multiplier; 1.0 is the published architecture.
       sync_bn: synchronised (cross-replica) BatchNorm, for multi-replica training.
+      **kwargs: e.g. `name` (the Keras model name; default the backbone's).
 
     Raises:
       ValueError: unknown name (the message lists the valid ones) or width <= 0.
     """
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(sorted(BACKBONES))}")
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; valid: {', '.join(sorted(BACKBONES))}")
     if not width > 0:
         raise ValueError(f"width must be positive, got {width}")
-    return BACKBONES[name](width=width, sync_bn=sync_bn, **kwargs)
+    return BACKBONES[backbone](width=width, sync_bn=sync_bn, **kwargs)
 
 
 __all__ = ["BACKBONES", "build_backbone", "load_torchvision_state", "torch_state_names"]

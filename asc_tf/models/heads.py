@@ -12,6 +12,8 @@ dominate the loss.
 
 import keras
 
+from asc_tf.models.layers import batch_norm
+
 
 @keras.saving.register_keras_serializable(package="asc_tf")
 class MLPHead(keras.layers.Layer):
@@ -34,9 +36,7 @@ class MLPHead(keras.layers.Layer):
             self.hidden.append(
                 (
                     keras.layers.Dense(size, name=f"dense{index}", dtype="float32"),
-                    keras.layers.BatchNormalization(
-                        synchronized=sync_bn, epsilon=1e-5, momentum=0.9, name=f"bn{index}", dtype="float32"
-                    ),
+                    batch_norm(f"bn{index}", synchronized=sync_bn, dtype="float32"),
                 )
             )
         self.out = keras.layers.Dense(self.output_dim, name=f"dense{len(self.hidden_dims)}", dtype="float32")

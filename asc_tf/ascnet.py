@@ -1,0 +1,353 @@
+"""ASCNet: appearance consistency (ACP) and speed consistency (SCP) with an EMA target (paper 3, Algorithm 1).
+
+Online network θ: encoder f, projection heads g_a and g_m, predictors h_a and h_m.
+Target network ξ: encoder f and heads g_a, g_m, an exponential moving average of
+the online ones (never touched by the optimiser). With n(·) = L2 normalisation:
+
+  ACP   a'_i = n(h_a(g_a(f_θ(c_i))))     a_j = n(g_a(f_ξ(c_j)))     L_a = ‖a'_i − a_j‖² = 2 − 2 cos
+  SCP   m'_i = n(h_m(g_m(f_θ(c_i))))     m_k = n(g_m(f_ξ(c_k)))     L_m = ‖m'_i − m_k‖²
+  L = γ·L_m + (1 − γ)·L_a,  γ = 0.5
+
+c_k is a clip of ANOTHER video at the SAME speed as c_i. `similar` (the paper's
+default) takes the candidate — from the feature queue and the current global
+batch — whose target appearance key is nearest (dot product) to a_j; `random`
+a uniformly random candidate; `same` a third clip of the anchor's own video
+(the "same instance" ablation). `speed_task="sp"` replaces SCP by speed
+classification with cross-entropy (the ACP + SP ablation); γ = 0 is ACP only,
+γ = 1 SCP only. `symmetric=True` also swaps the roles of the two clips.
+
+What the EMA averages: the trainable weights of the target encoder and heads
+(τ·ξ + (1 − τ)·θ). The target's BatchNorm layers run in training mode — they
+normalise with the statistics of the batch, as in BYOL — so their moving
+statistics are never used for training; they are updated by the target's own
+forward passes (not averaged from the online network) and exist only so the
+target could be evaluated too.
+
+Distribution: the per-replica loss is divided by the number of replicas
+(Keras sums gradients across replicas); the queue is filled from the
+all-gathered global batch and the EMA and queue writes go through
+`merge_call` + `strategy.extended.update`, so every replica holds identical
+state.
+"""
+
+import keras
+import tensorflow as tf
+
+from asc_tf import optim
+from asc_tf.models import build_backbone
+from asc_tf.models.heads import predictor, projection_head
+from asc_tf.queue import SCP_MODES, FeatureQueue, select_scp_targets, write_rows
+
+SPEED_TASKS = ("scp", "sp")
+TAU_SCHEDULES = ("constant", "cosine")
+METRICS = (
+    "loss", "loss_a", "loss_m", "tau", "lr", "scp_masked_fraction", "queue_fill", "feature_std",
+    "neighbour_same_label",
+)
+
+
+def l2_normalize(x):
+    return tf.math.l2_normalize(tf.cast(x, tf.float32), axis=-1)
+
+
+def regression_loss(prediction, target):
+    """‖n(p) − n(t)‖² per row: [B] float32 (= 2 − 2·cos)."""
+    return tf.reduce_sum(tf.square(l2_normalize(prediction) - l2_normalize(target)), axis=-1)
+
+
+def masked_mean(values, mask):
+    mask = tf.cast(mask, values.dtype)
+    return tf.math.divide_no_nan(tf.reduce_sum(values * mask), tf.reduce_sum(mask))
+
+
+def _ema(target, online, tau):
+    return target.assign(tau * target + (1.0 - tau) * online)
+
+
+class ASCNet(keras.Model):
+    """The pretraining model; `model(clips)` gives the online encoder's features.
+
+    Args:
+      backbone, width, sync_bn: the encoder (`asc_tf.models.build_backbone`).
+      projection: "linear" (paper) or "mlp" projection heads g_a, g_m.
+      dim: feature size of the appearance and speed spaces (256).
+      predictor_hidden: hidden size of the predictors h_a, h_m (4096; 0 = one Dense layer).
+      gamma: weight γ of the speed task.
+      scp_mode: "similar", "random" or "same".
+      speed_task: "scp", or "sp" (speed classification over `speed_set`).
+      symmetric: also use c_j as the online clip.
+      queue_size: rows in the feature queue; must exceed the global batch.
+      tau: EMA decay (base value for the cosine schedule).
+      tau_schedule: "constant" or "cosine" (BYOL: τ rises to 1 over `total_steps`).
+      total_steps: length of training (for the τ schedule).
+      speed_set: speeds the data may use (the `sp` head's classes).
+      seed: seed of the `random` SCP partner draws.
+    """
+
+    def __init__(
+        self,
+        backbone="r3d_18",
+        width=1.0,
+        sync_bn=False,
+        projection="linear",
+        dim=256,
+        predictor_hidden=4096,
+        gamma=0.5,
+        scp_mode="similar",
+        speed_task="scp",
+        symmetric=False,
+        queue_size=65536,
+        tau=0.99,
+        tau_schedule="constant",
+        total_steps=1,
+        speed_set=(1, 2, 4, 8),
+        seed=0,
+        name="ascnet",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        if scp_mode not in SCP_MODES:
+            raise ValueError(f"scp_mode must be one of {SCP_MODES}, got {scp_mode!r}")
+        if speed_task not in SPEED_TASKS:
+            raise ValueError(f"speed_task must be one of {SPEED_TASKS}, got {speed_task!r}")
+        if tau_schedule not in TAU_SCHEDULES:
+            raise ValueError(f"tau_schedule must be one of {TAU_SCHEDULES}, got {tau_schedule!r}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        if not 0.0 <= tau <= 1.0:
+            raise ValueError(f"tau must be in [0, 1], got {tau}")
+        self.gamma = float(gamma)
+        self.scp_mode = scp_mode
+        self.speed_task = speed_task
+        self.symmetric = bool(symmetric)
+        self.tau_base = float(tau)
+        self.tau_schedule = tau_schedule
+        self.total_steps = int(total_steps)
+        self.speed_set = tuple(int(s) for s in speed_set)
+        self.seed = int(seed)
+
+        def encoder(role):
+            return build_backbone(backbone, width=width, sync_bn=sync_bn, name=f"{role}_encoder")
+
+        def head(role, space):
+            return projection_head(projection, dim=dim, sync_bn=sync_bn, name=f"{role}_{space}_projection")
+
+        self.online_encoder = encoder("online")
+        self.target_encoder = encoder("target")
+        self.online_appearance = head("online", "appearance")
+        self.target_appearance = head("target", "appearance")
+        self.online_speed = head("online", "speed")
+        self.target_speed = head("target", "speed")
+        self.appearance_predictor = predictor(dim, predictor_hidden, sync_bn=sync_bn, name="appearance_predictor")
+        self.speed_predictor = predictor(dim, predictor_hidden, sync_bn=sync_bn, name="speed_predictor")
+        self.speed_classifier = (
+            keras.layers.Dense(len(self.speed_set), dtype="float32", name="speed_classifier")
+            if speed_task == "sp"
+            else None
+        )
+        self.queue = FeatureQueue(queue_size, dim, name="queue")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in METRICS}
+
+    # ------------------------------------------------------------------ building
+    def call(self, clips, training=False):
+        """clips [N, T, H, W, 3] float32 → online encoder features [N, D] float32."""
+        return self.online_encoder(clips, training=training)
+
+    def build_networks(self, clip_shape):
+        """Creates every variable from a clip shape (T, H, W, 3) and copies online → target (ξ ← θ)."""
+        clips = tf.zeros((2, *clip_shape))
+        for encoder, appearance, speed in (
+            (self.online_encoder, self.online_appearance, self.online_speed),
+            (self.target_encoder, self.target_appearance, self.target_speed),
+        ):
+            features = encoder(clips, training=False)
+            appearance(features, training=False)
+            speed(features, training=False)
+        self.appearance_predictor(self.online_appearance(features), training=False)
+        self.speed_predictor(self.online_speed(features), training=False)
+        if self.speed_classifier is not None:
+            self.speed_classifier(features)
+        for target, online in self.ema_pairs():
+            target.assign(online)
+        self.built = True
+
+    def ema_pairs(self):
+        """[(target variable, online variable)] for every weight the EMA averages."""
+        pairs = []
+        for target, online in (
+            (self.target_encoder, self.online_encoder),
+            (self.target_appearance, self.online_appearance),
+            (self.target_speed, self.online_speed),
+        ):
+            for t, o in zip(target.trainable_weights, online.trainable_weights, strict=True):
+                if t.shape != o.shape:
+                    raise ValueError(f"target/online mismatch: {t.path} {t.shape} vs {o.path} {o.shape}")
+                pairs.append((t, o))
+        return pairs
+
+    @property
+    def online_variables(self):
+        """The variables the optimiser trains (θ): those the active losses reach."""
+        layers = [self.online_encoder]
+        if self.gamma < 1:
+            layers += [self.online_appearance, self.appearance_predictor]
+        if self.gamma > 0 and self.speed_task == "scp":
+            layers += [self.online_speed, self.speed_predictor]
+        if self.gamma > 0 and self.speed_task == "sp":
+            layers.append(self.speed_classifier)
+        return [v for layer in layers for v in layer.trainable_weights]
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    # ------------------------------------------------------------------ schedules
+    def tau(self, step):
+        if self.tau_schedule == "cosine":
+            return optim.byol_tau(step, self.tau_base, self.total_steps)
+        return tf.constant(self.tau_base, tf.float32)
+
+    # ------------------------------------------------------------------ training
+    def _target_features(self, clips):
+        """Target appearance keys and speed features of a clip batch: ([N, D], [N, D]), no gradient."""
+        features = self.target_encoder(clips, training=True)
+        keys = l2_normalize(self.target_appearance(features, training=True))
+        speeds = l2_normalize(self.target_speed(features, training=True))
+        return tf.stop_gradient(keys), tf.stop_gradient(speeds)
+
+    def train_step(self, data):
+        data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        replica = tf.distribute.get_replica_context()
+        num_replicas = replica.num_replicas_in_sync
+        step = self.optimizer.iterations
+
+        view_i, view_j = data["view_i"], data["view_j"]
+        ids = tf.cast(data["video_id"], tf.int64)
+        speed_i = tf.cast(data["speed_i"], tf.int32)
+        speed_j = tf.cast(data["speed_j"], tf.int32)
+        labels = tf.cast(data["label"], tf.int64) if "label" in data else -tf.ones_like(ids)
+        batch = tf.shape(view_i)[0]
+
+        # Target: both clips (and the third for `same`) in one pass.
+        target_clips = [view_i, view_j] + ([data["view_k"]] if self.scp_mode == "same" else [])
+        keys, speed_feats = self._target_features(tf.concat(target_clips, axis=0))
+        key_i, key_j = keys[:batch], keys[batch : 2 * batch]
+        feat_i, feat_j = speed_feats[:batch], speed_feats[batch : 2 * batch]
+
+        # Candidates for SCP: the queue and the whole global batch (both clips of every video).
+        gathered = [replica.all_gather(t, axis=0) for t in (key_i, key_j, feat_i, feat_j, ids, speed_i, speed_j, labels)]
+        g_key_i, g_key_j, g_feat_i, g_feat_j, g_ids, g_speed_i, g_speed_j, g_labels = gathered
+        q_keys, q_feats, q_ids, q_speeds, q_labels, q_valid = self.queue.contents()
+        cand_keys = tf.concat([q_keys, g_key_i, g_key_j], axis=0)
+        cand_feats = tf.concat([q_feats, g_feat_i, g_feat_j], axis=0)
+        cand_ids = tf.concat([q_ids, g_ids, g_ids], axis=0)
+        cand_speeds = tf.concat([q_speeds, g_speed_i, g_speed_j], axis=0)
+        cand_labels = tf.concat([q_labels, g_labels, g_labels], axis=0)
+        cand_valid = tf.concat([q_valid, tf.ones_like(g_ids, tf.bool), tf.ones_like(g_ids, tf.bool)], axis=0)
+
+        # Each direction: (online clip, ACP target, SCP query, anchor speed, `same` target).
+        directions = [(view_i, key_j, key_j, speed_i, None)]
+        if self.scp_mode == "same":
+            directions[0] = (view_i, key_j, key_j, speed_i, speed_feats[2 * batch :])
+        if self.symmetric:
+            directions.append((view_j, key_i, key_i, speed_j, feat_i if self.scp_mode == "same" else None))
+
+        uses_scp = self.gamma > 0 and self.speed_task == "scp"
+        scp_targets, scp_masks, chosen_all = [], [], []
+        for index, (_, _, query, anchor_speed, same_target) in enumerate(directions):
+            if not uses_scp or self.scp_mode == "same":
+                scp_targets.append(same_target)
+                scp_masks.append(tf.ones_like(ids, tf.bool))
+                continue
+            seed = tf.stack([tf.cast(step, tf.int32) * 2 + index, self.seed])
+            targets, has_target, chosen = select_scp_targets(
+                query, ids, anchor_speed, cand_keys, cand_feats, cand_ids, cand_speeds, cand_valid,
+                mode=self.scp_mode, seed=seed,
+                row_offset=replica.replica_id_in_sync_group * batch, total_rows=num_replicas * batch,
+            )
+            scp_targets.append(targets)
+            scp_masks.append(has_target)
+            chosen_all.append(chosen)
+
+        online_clips = tf.concat([d[0] for d in directions], axis=0)
+        with tf.GradientTape() as tape:
+            features = self.online_encoder(online_clips, training=True)
+            loss_a = tf.constant(0.0)
+            if self.gamma < 1:
+                prediction = self.appearance_predictor(self.online_appearance(features, training=True), training=True)
+                acp_targets = tf.concat([d[1] for d in directions], axis=0)
+                loss_a = tf.reduce_mean(regression_loss(prediction, acp_targets))
+            loss_m = tf.constant(0.0)
+            if uses_scp:
+                prediction = self.speed_predictor(self.online_speed(features, training=True), training=True)
+                loss_m = masked_mean(
+                    regression_loss(prediction, tf.concat(scp_targets, axis=0)), tf.concat(scp_masks, axis=0)
+                )
+            elif self.gamma > 0:
+                logits = self.speed_classifier(features)
+                speeds = tf.concat([d[3] for d in directions], axis=0)
+                classes = tf.argmax(tf.cast(tf.equal(speeds[:, None], self.speed_set), tf.int32), axis=1)
+                loss_m = tf.reduce_mean(
+                    keras.losses.sparse_categorical_crossentropy(classes, logits, from_logits=True)
+                )
+            loss = self.gamma * loss_m + (1.0 - self.gamma) * loss_a
+            # Keras sums the replicas' gradients: divide so the step is that of the global mean.
+            scaled_loss = loss / tf.cast(num_replicas, loss.dtype)
+        variables = self.online_variables
+        gradients = tape.gradient(scaled_loss, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+
+        tau = self.tau(step)
+        self._update_target(tau)
+        self._enqueue(
+            (tf.concat([g_key_i, g_key_j], 0), tf.concat([g_feat_i, g_feat_j], 0), tf.concat([g_ids, g_ids], 0),
+             tf.concat([g_speed_i, g_speed_j], 0), tf.concat([g_labels, g_labels], 0))
+        )
+
+        masks = tf.concat(scp_masks, axis=0)
+        normalised = l2_normalize(features)
+        values = {
+            "loss": loss,
+            "loss_a": loss_a,
+            "loss_m": loss_m,
+            "tau": tau,
+            "lr": tf.cast(self.optimizer.learning_rate, tf.float32),
+            "scp_masked_fraction": 1.0 - tf.reduce_mean(tf.cast(masks, tf.float32)),
+            "queue_fill": tf.cast(self.queue.filled(), tf.float32) / float(self.queue.size),
+            "feature_std": tf.reduce_mean(tf.math.reduce_std(normalised, axis=0)),
+        }
+        for name, value in values.items():
+            self.trackers[name].update_state(value)
+        if chosen_all:
+            anchor_labels = tf.concat([labels for _ in directions], axis=0)
+            chosen = tf.concat(chosen_all, axis=0)
+            partner_labels = tf.gather(cand_labels, tf.maximum(chosen, 0))
+            known = masks & (anchor_labels >= 0) & (partner_labels >= 0)
+            same = tf.cast(tf.equal(anchor_labels, partner_labels), tf.float32)
+            # Weighted so batches without labels do not count.
+            self.trackers["neighbour_same_label"].update_state(same, sample_weight=tf.cast(known, tf.float32))
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def _update_target(self, tau):
+        """ξ ← τ·ξ + (1 − τ)·θ on every replica, identically."""
+        pairs = self.ema_pairs()
+
+        def merge(strategy, tau):
+            for target, online in pairs:
+                strategy.extended.update(target.value, _ema, args=(online.value, tau), group=False)
+
+        tf.distribute.get_replica_context().merge_call(merge, args=(tau,))
+
+    def _enqueue(self, rows):
+        """Writes the global batch's clips into the queue (identical rows on every replica)."""
+        queue = self.queue
+        count = tf.shape(rows[0], out_type=tf.int64)[0]
+        slots = queue.slots(count)
+        variables = (queue.keys, queue.feats, queue.ids, queue.speeds, queue.labels)
+
+        def merge(strategy, count, slots, *rows):
+            for variable, row in zip(variables, rows):
+                strategy.extended.update(variable.value, write_rows, args=(slots, row), group=False)
+            strategy.extended.update(queue.pointer.value, lambda p, n: p.assign_add(n), args=(count,), group=False)
+
+        tf.distribute.get_replica_context().merge_call(merge, args=(count, slots, *rows))

@@ -1,0 +1,287 @@
+"""The pretraining run: strategy, data, model, optimiser, TensorBoard, checkpoints, resume, export.
+
+`run(config)` is what `python -m tools.pretrain` calls. The loop is Keras's
+own compiled train function (`model.make_train_function()`, i.e. ASCNet's
+`train_step` under `strategy.run`) driven step by step, so that checkpoints,
+summaries and the NaN check happen at exact step boundaries:
+
+  model_dir/
+    checkpoints/ckpt-<step>.*   every `checkpoint_every` steps and at the end (the last `keep_checkpoints`)
+    train/                      TensorBoard: every metric each `log_every` steps; the two views at the start
+    encoder/                    SavedModel of the online encoder (at the end)
+    encoder.weights.h5          its Keras weights
+    config.json                 the run's settings
+
+A checkpoint holds everything needed to continue: online and target networks,
+heads and predictors (the model), the optimiser with its step counter and
+slots, and the feature queue (features, ids, speeds, labels, pointer), all as
+variables of the model. The data position is not stored: a run resumed at
+step s reads its data with the seed (seed, s), so it continues on fresh
+draws instead of replaying the first batches — the order of the data differs
+from an uninterrupted run, the distribution does not. Re-running the same
+command resumes from the newest checkpoint.
+
+TensorFlow writes a checkpoint to temporary files and renames them, and
+updates the `checkpoint` index last, so a process killed while saving leaves
+the previous checkpoint as the newest readable one.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from asc_tf import distribute, optim
+from asc_tf.ascnet import ASCNet
+from asc_tf.data import augment, pipeline
+from asc_tf.progress import Progress
+
+OPTIMIZERS = ("lars", "sgd", "adam")
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; no checkpoint was written for that step."""
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    """Every setting of a pretraining run. Defaults are the paper's (3D ResNet-18, Kinetics-400)."""
+
+    train_data: str = ""
+    model_dir: str = "runs/pretrain"
+    # encoder and heads
+    backbone: str = "r3d_18"
+    width: float = 1.0
+    projection: str = "linear"
+    dim: int = 256
+    predictor_hidden: int = 4096
+    # clips
+    frames: int = 16
+    crop_size: int = 112
+    speed_i: int = 4
+    speed_j: int = 8
+    speed_set: tuple = (4, 8)
+    speed_mode: str = "random"
+    color_jitter: bool = True
+    blur: bool = True
+    grayscale: bool = True
+    solarize: bool = True
+    # objective
+    gamma: float = 0.5
+    scp_mode: str = "similar"
+    speed_task: str = "scp"
+    symmetric: bool = False
+    queue_size: int = 65536
+    tau: float = 0.99
+    tau_schedule: str = "constant"
+    # optimisation
+    optimizer: str = "lars"
+    base_lr: float = 0.3
+    weight_decay: float = 1e-6
+    global_batch_size: int = 256
+    train_steps: int = 1000
+    warmup_steps: int = 0
+    # machinery
+    seed: int = 0
+    strategy: str = "auto"
+    jit_compile: bool = False
+    mixed_precision: bool = False
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    shuffle_buffer: int = pipeline.DEFAULT_SHUFFLE_BUFFER
+    export: bool = True
+
+    def speeds(self):
+        """The speed set the data draws from: (S1, S2) for fixed speeds, else `speed_set`."""
+        return (self.speed_i, self.speed_j) if self.speed_mode == "fixed" else tuple(self.speed_set)
+
+
+def make_optimizer(config):
+    """LARS (paper), SGD with momentum, or Adam, with the linear-scaled warm-up + cosine learning rate."""
+    peak = optim.scaled_learning_rate(config.base_lr, config.global_batch_size)
+    schedule = optim.WarmupCosine(peak, config.warmup_steps, config.train_steps)
+    if config.optimizer == "lars":
+        return optim.LARS(schedule, momentum=0.9, weight_decay_rate=config.weight_decay)
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=0.9)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(schedule)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+def build_model(config, strategy, total_steps=None):
+    """ASCNet with every variable created and ξ ← θ, compiled with its optimiser (inside `strategy.scope()`)."""
+    with strategy.scope():
+        model = ASCNet(
+            backbone=config.backbone,
+            width=config.width,
+            sync_bn=strategy.num_replicas_in_sync > 1,
+            projection=config.projection,
+            dim=config.dim,
+            predictor_hidden=config.predictor_hidden,
+            gamma=config.gamma,
+            scp_mode=config.scp_mode,
+            speed_task=config.speed_task,
+            symmetric=config.symmetric,
+            queue_size=config.queue_size,
+            tau=config.tau,
+            tau_schedule=config.tau_schedule,
+            total_steps=total_steps or config.train_steps,
+            speed_set=config.speeds(),
+            seed=config.seed,
+        )
+        model.build_networks((config.frames, config.crop_size, config.crop_size, 3))
+        optimizer = make_optimizer(config)
+        model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+        # Slots for the online variables only: the target is not the optimiser's.
+        optimizer.build(model.online_variables)
+    return model
+
+
+def make_dataset(config, strategy, start_step):
+    """The distributed two-view dataset, seeded by (seed, start_step) so a resumed run draws afresh."""
+    views = augment.byol_views(
+        color_jitter=config.color_jitter, blur=config.blur, grayscale=config.grayscale, solarize=config.solarize
+    )
+    seed = int(np.random.default_rng([config.seed, start_step]).integers(2**31 - 1))
+
+    def dataset_fn(context):
+        return pipeline.pretrain_dataset(
+            config.train_data,
+            config.global_batch_size,
+            num_frames=config.frames,
+            crop_size=config.crop_size,
+            speeds=config.speeds(),
+            speed_mode=config.speed_mode,
+            augment=views,
+            third_view=config.scp_mode == "same",
+            seed=seed,
+            input_context=context,
+            shuffle_buffer=config.shuffle_buffer,
+        )
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def view_grid(batch, samples=4):
+    """Both augmented views of a few samples as one image: [1, rows·H, T·W, 3] uint8.
+
+    Rows alternate view i and view j of each sample; columns are the frames.
+    """
+    rows = [augment.denormalize(batch[name][:samples]) for name in ("view_i", "view_j")]
+    stacked = tf.reshape(tf.stack(rows, axis=1), [-1, *rows[0].shape[1:]])  # [2S, T, H, W, 3]
+    count, frames, height, width, _ = stacked.shape
+    grid = tf.transpose(stacked, [0, 2, 1, 3, 4])  # [2S, H, T, W, 3]
+    return tf.reshape(grid, [1, count * height, frames * width, 3])
+
+
+def _write_view_grid(config, writer):
+    sample = next(iter(pipeline.pretrain_dataset(
+        config.train_data, min(4, config.global_batch_size), num_frames=config.frames,
+        crop_size=config.crop_size, speeds=config.speeds(), speed_mode=config.speed_mode,
+        seed=config.seed, shuffle_buffer=8, repeat=False,
+    )))
+    with writer.as_default():
+        tf.summary.image("views/rows_alternate_view_i_view_j", view_grid(sample), step=0)
+
+
+def _scalars(logs):
+    return {name: float(np.asarray(value)) for name, value in logs.items()}
+
+
+def export_encoder(model, model_dir):
+    """SavedModel of the online encoder at model_dir/encoder, and its Keras weights."""
+    encoder = model.online_encoder
+    encoder.export(os.path.join(model_dir, "encoder"), format="tf_saved_model", verbose=False)
+    encoder.save_weights(os.path.join(model_dir, "encoder.weights.h5"))
+
+
+def restore(config, strategy):
+    """Builds the model and its checkpoint manager, and restores the newest checkpoint if there is one.
+
+    Returns:
+      (model, checkpoint, manager, path of the restored checkpoint or None).
+    """
+    model = build_model(config, strategy)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    checkpoint_dir = os.path.join(distribute.worker_dir(strategy, config.model_dir), "checkpoints")
+    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=config.keep_checkpoints)
+    # On a worker the scratch folder is empty: every task restores the chief's newest checkpoint.
+    latest = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+    return model, checkpoint, manager, latest
+
+
+def run(config, strategy=None, stream=None):
+    """Pretrains (or resumes) and returns a summary dict.
+
+    Raises:
+      NonFiniteLoss: the loss became NaN/inf; the newest checkpoint is the last good one.
+    """
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    strategy = strategy or distribute.make_strategy(config.strategy)
+    chief = distribute.is_chief(strategy)
+    os.makedirs(config.model_dir, exist_ok=True)
+    if chief:
+        with open(os.path.join(config.model_dir, "config.json"), "w") as f:
+            json.dump(dataclasses.asdict(config), f, indent=2, default=list)
+
+    model, checkpoint, manager, latest = restore(config, strategy)
+    if latest:
+        print(f"resuming from {latest}", file=stream or sys.stderr)
+    start = int(model.optimizer.iterations.numpy())
+    summary = {"start_step": start, "resumed_from": latest, "replicas": strategy.num_replicas_in_sync}
+    if start >= config.train_steps:
+        summary.update(end_step=start, first_logs=None, last_logs=None)
+        return summary
+
+    writer = (
+        tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
+        if chief
+        else tf.summary.create_noop_writer()
+    )
+    if chief and start == 0:
+        _write_view_grid(config, writer)
+
+    iterator = iter(make_dataset(config, strategy, start))
+    model.make_train_function()
+    train_function = model.train_function
+    progress = Progress(total=config.train_steps - start, desc="pretrain", unit="steps", stream=stream)
+    first_logs = last_logs = None
+    step = start
+    started = time.monotonic()
+    while step < config.train_steps:
+        logs = _scalars(train_function(iterator))
+        step += 1
+        if not math.isfinite(logs["loss"]):
+            raise NonFiniteLoss(
+                f"loss is {logs['loss']} at step {step}; stopped without saving. "
+                f"Newest good checkpoint: {manager.latest_checkpoint or 'none'}"
+            )
+        first_logs = first_logs or logs
+        last_logs = logs
+        if step % config.log_every == 0 or step == config.train_steps:
+            with writer.as_default():
+                for name, value in logs.items():
+                    tf.summary.scalar(name, value, step=step)
+                tf.summary.scalar("steps_per_second", (step - start) / (time.monotonic() - started), step=step)
+            writer.flush()
+            model.reset_metrics()
+        progress.update(1, extra=f"loss={logs['loss']:.4f} loss_a={logs['loss_a']:.4f} loss_m={logs['loss_m']:.4f}")
+        if step % config.checkpoint_every == 0 or step == config.train_steps:
+            manager.save(checkpoint_number=step)
+    progress.close()
+    writer.flush()
+    if config.export:
+        export_encoder(model, distribute.worker_dir(strategy, config.model_dir))
+    summary.update(end_step=step, first_logs=first_logs, last_logs=last_logs, checkpoint=manager.latest_checkpoint)
+    return summary

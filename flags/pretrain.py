@@ -1,0 +1,203 @@
+"""Pretraining flags → `asc_tf.pretraining.PretrainConfig`, validated before any work."""
+
+import glob
+import json
+import os
+
+from absl import flags as absl_flags
+
+import flags as asc_flags
+from flags.model import define_model_flags, validate_model_flags
+
+from asc_tf.ascnet import SPEED_TASKS, TAU_SCHEDULES
+from asc_tf.distribute import STRATEGIES
+from asc_tf.pretraining import OPTIMIZERS
+from asc_tf.queue import SCP_MODES
+
+
+def define_pretrain_flags():
+    define_model_flags()
+    f = absl_flags
+    f.DEFINE_string("train_data", None, "File pattern of TFRecord shards (tools.build_tfrecords).")
+    f.DEFINE_bool("synthetic", False, "Train on the embedded synthetic set (built into <model_dir>/synthetic_data).")
+    f.DEFINE_integer("synthetic_videos", 600, "With --synthetic: number of videos.")
+    f.DEFINE_string("synthetic_motion", "pattern", "With --synthetic: motion family (pattern, direction_speed).")
+    f.DEFINE_integer("synthetic_frames", 64, "With --synthetic: frames per video.")
+    f.DEFINE_integer("synthetic_size", 64, "With --synthetic: frame size.")
+    f.DEFINE_string("model_dir", None, "Checkpoints, TensorBoard logs and the exported encoder go here.")
+    f.DEFINE_integer("speed_i", 4, "S1: speed (frame stride) of clip i with --speed_mode=fixed.")
+    f.DEFINE_integer("speed_j", 8, "S2: speed of clip j with --speed_mode=fixed.")
+    f.DEFINE_list("speed_set", ["4", "8"], "Speeds drawn per video with --speed_mode=random.")
+    f.DEFINE_enum("speed_mode", "random", ["random", "fixed"], "random: s_i, s_j drawn per video; fixed: S1, S2.")
+    f.DEFINE_bool("color_jitter", True, "Augmentation: colour jitter (p 0.8).")
+    f.DEFINE_bool("blur", True, "Augmentation: Gaussian blur.")
+    f.DEFINE_bool("grayscale", True, "Augmentation: grayscale (p 0.2).")
+    f.DEFINE_bool("solarize", True, "Augmentation: solarisation (view j, p 0.2).")
+    f.DEFINE_float("gamma", 0.5, "Weight of the speed task: L = gamma·L_m + (1 − gamma)·L_a.")
+    f.DEFINE_enum("scp_mode", "similar", SCP_MODES, "SCP partner: appearance-nearest, random, or same video.")
+    f.DEFINE_enum("speed_task", "scp", SPEED_TASKS, "scp (speed consistency) or sp (speed classification).")
+    f.DEFINE_bool("symmetric", False, "Also swap the roles of the two clips.")
+    f.DEFINE_enum("projection", "linear", ["linear", "mlp"], "Projection heads: one Dense layer, or BYOL's MLP.")
+    f.DEFINE_integer("dim", 256, "Size of the appearance and speed features.")
+    f.DEFINE_integer("predictor_hidden", 4096, "Hidden size of the predictors (0: one Dense layer).")
+    f.DEFINE_integer("queue_size", 65536, "Feature queue rows; must exceed the global batch.")
+    f.DEFINE_float("tau", 0.99, "EMA decay of the target network (base value of the cosine schedule).")
+    f.DEFINE_enum("tau_schedule", "constant", TAU_SCHEDULES, "constant, or BYOL's cosine rise to 1.")
+    f.DEFINE_enum("optimizer", "lars", OPTIMIZERS, "Optimiser.")
+    f.DEFINE_float("base_lr", 0.3, "Learning rate at batch 128; scaled linearly with the global batch.")
+    f.DEFINE_float("weight_decay", 1e-6, "LARS weight decay (not on biases and BatchNorm).")
+    f.DEFINE_integer("global_batch_size", 256, "Clips pairs per step, over all replicas.")
+    f.DEFINE_integer("train_steps", None, "Training steps (or give --epochs).")
+    f.DEFINE_float("epochs", None, "Epochs; needs manifest.json beside the shards to count videos.")
+    f.DEFINE_float("warmup_epochs", 0.0, "Linear warm-up, in epochs (needs the video count) ...")
+    f.DEFINE_integer("warmup_steps", None, "... or in steps.")
+    f.DEFINE_integer("seed", 0, "Seed of the data order, augmentations and random SCP partners.")
+    f.DEFINE_enum("strategy", "auto", STRATEGIES, "tf.distribute strategy.")
+    f.DEFINE_integer("cpu_replicas", 0, "Split the CPU into this many logical devices (mirrored on CPU; tests).")
+    f.DEFINE_bool("jit_compile", False, "XLA-compile the train step (slower on CPU; try it on GPU).")
+    f.DEFINE_bool("mixed_precision", False, "Keras mixed_bfloat16 policy (heads and losses stay float32).")
+    f.DEFINE_integer("checkpoint_every", 1000, "Save a checkpoint every N steps (and at the end).")
+    f.DEFINE_integer("keep_checkpoints", 3, "Keep the newest N checkpoints.")
+    f.DEFINE_integer("log_every", 10, "Write TensorBoard scalars every N steps.")
+    f.DEFINE_integer("shuffle_buffer", 256, "Records held for shuffling.")
+
+
+def count_videos(pattern):
+    """Videos in the shards matched by `pattern`, from the manifest.json beside them."""
+    total = 0
+    for directory in sorted({os.path.dirname(path) for path in glob.glob(pattern)}):
+        manifest = os.path.join(directory, "manifest.json")
+        if not os.path.isfile(manifest):
+            return None
+        with open(manifest) as f:
+            total += json.load(f)["totals"]["ingested"]
+    return total
+
+
+def validate_pretrain_flags(num_replicas=None):
+    """Checks every flag that can be checked without data; exit code 2 on the first bad one."""
+    values = asc_flags.FLAGS
+    validate_model_flags()
+    fail = asc_flags.fail
+    if not values.model_dir:
+        fail("model_dir", "is required")
+    if os.path.exists(values.model_dir) and not os.path.isdir(values.model_dir):
+        fail("model_dir", f"exists and is not a directory: {values.model_dir}")
+    if values.synthetic == bool(values.train_data):
+        fail("train_data", "give exactly one of --train_data and --synthetic")
+    if values.train_data and not glob.glob(values.train_data):
+        fail("train_data", f"no files match {values.train_data}")
+    for name in ("speed_i", "speed_j"):
+        if getattr(values, name) < 1:
+            fail(name, f"speeds are frame strides and must be positive, got {getattr(values, name)}")
+    try:
+        speeds = [int(s) for s in values.speed_set]
+    except ValueError:
+        fail("speed_set", f"must be integers, got {values.speed_set}")
+    if not speeds or min(speeds) < 1:
+        fail("speed_set", f"speeds must be positive integers, got {values.speed_set}")
+    if not 0.0 <= values.gamma <= 1.0:
+        fail("gamma", f"must be in [0, 1], got {values.gamma}")
+    if not 0.0 <= values.tau <= 1.0:
+        fail("tau", f"must be in [0, 1], got {values.tau}")
+    for name in ("dim", "global_batch_size", "checkpoint_every", "keep_checkpoints", "log_every", "shuffle_buffer",
+                 "synthetic_videos", "synthetic_frames", "synthetic_size"):
+        if getattr(values, name) < 1:
+            fail(name, f"must be positive, got {getattr(values, name)}")
+    if values.predictor_hidden < 0:
+        fail("predictor_hidden", f"must be >= 0, got {values.predictor_hidden}")
+    if values.base_lr <= 0:
+        fail("base_lr", f"must be positive, got {values.base_lr}")
+    if values.weight_decay < 0:
+        fail("weight_decay", f"must be >= 0, got {values.weight_decay}")
+    if values.queue_size <= values.global_batch_size:
+        fail("queue_size", f"must exceed the global batch ({values.global_batch_size}), got {values.queue_size}")
+    if values.synthetic_motion not in ("pattern", "direction_speed"):
+        fail("synthetic_motion", f"must be pattern or direction_speed, got {values.synthetic_motion}")
+    if values.scp_mode == "same" and values.speed_task == "sp":
+        fail("scp_mode", "'same' is an SCP partner; it has no meaning with --speed_task=sp")
+    if values.cpu_replicas < 0:
+        fail("cpu_replicas", f"must be >= 0, got {values.cpu_replicas}")
+    if num_replicas and values.global_batch_size % num_replicas:
+        fail("global_batch_size", f"{values.global_batch_size} is not divisible by the {num_replicas} replicas")
+    if (values.train_steps is None) == (values.epochs is None):
+        fail("train_steps", "give exactly one of --train_steps and --epochs")
+    if values.train_steps is not None and values.train_steps < 1:
+        fail("train_steps", f"must be positive, got {values.train_steps}")
+    if values.epochs is not None and values.epochs <= 0:
+        fail("epochs", f"must be positive, got {values.epochs}")
+    if values.warmup_steps is not None and values.warmup_steps < 0:
+        fail("warmup_steps", f"must be >= 0, got {values.warmup_steps}")
+    if values.warmup_epochs < 0:
+        fail("warmup_epochs", f"must be >= 0, got {values.warmup_epochs}")
+    return speeds
+
+
+def steps_from_flags(num_videos):
+    """(train_steps, warmup_steps) from --train_steps/--epochs and --warmup_steps/--warmup_epochs."""
+    values = asc_flags.FLAGS
+    per_epoch = None if num_videos is None else max(1, num_videos // values.global_batch_size)
+
+    def need_count(flag):
+        if per_epoch is None:
+            asc_flags.fail(flag, "needs the number of videos: no manifest.json beside the shards; give steps")
+
+    if values.train_steps is not None:
+        train_steps = values.train_steps
+    else:
+        need_count("epochs")
+        train_steps = max(1, round(values.epochs * per_epoch))
+    if values.warmup_steps is not None:
+        warmup = values.warmup_steps
+    elif values.warmup_epochs:
+        need_count("warmup_epochs")
+        warmup = round(values.warmup_epochs * per_epoch)
+    else:
+        warmup = 0
+    return train_steps, min(warmup, train_steps)
+
+
+def config_from_flags(train_data, speeds, train_steps, warmup_steps):
+    from asc_tf.pretraining import PretrainConfig
+
+    values = asc_flags.FLAGS
+    return PretrainConfig(
+        train_data=train_data,
+        model_dir=values.model_dir,
+        backbone=values.backbone,
+        width=values.width,
+        projection=values.projection,
+        dim=values.dim,
+        predictor_hidden=values.predictor_hidden,
+        frames=values.frames,
+        crop_size=values.crop_size,
+        speed_i=values.speed_i,
+        speed_j=values.speed_j,
+        speed_set=tuple(speeds),
+        speed_mode=values.speed_mode,
+        color_jitter=values.color_jitter,
+        blur=values.blur,
+        grayscale=values.grayscale,
+        solarize=values.solarize,
+        gamma=values.gamma,
+        scp_mode=values.scp_mode,
+        speed_task=values.speed_task,
+        symmetric=values.symmetric,
+        queue_size=values.queue_size,
+        tau=values.tau,
+        tau_schedule=values.tau_schedule,
+        optimizer=values.optimizer,
+        base_lr=values.base_lr,
+        weight_decay=values.weight_decay,
+        global_batch_size=values.global_batch_size,
+        train_steps=train_steps,
+        warmup_steps=warmup_steps,
+        seed=values.seed,
+        strategy=values.strategy,
+        jit_compile=values.jit_compile,
+        mixed_precision=values.mixed_precision,
+        checkpoint_every=values.checkpoint_every,
+        keep_checkpoints=values.keep_checkpoints,
+        log_every=values.log_every,
+        shuffle_buffer=values.shuffle_buffer,
+    )

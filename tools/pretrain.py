@@ -1,0 +1,68 @@
+"""ASCNet self-supervised pretraining.
+
+    python -m tools.pretrain --flagfile=flags/pretrain_k400_r3d18.cfg \
+        --train_data='records/k400_train/*.tfrecord' --model_dir=runs/k400_r3d18
+    python -m tools.pretrain --flagfile=flags/demo.cfg --model_dir=runs/demo
+
+Re-running the same command resumes from the newest checkpoint in --model_dir.
+See asc_tf/pretraining.py for what a run writes.
+"""
+
+import os
+import sys
+
+import flags
+from flags.pretrain import (
+    config_from_flags, count_videos, define_pretrain_flags, steps_from_flags, validate_pretrain_flags,
+)
+
+define_pretrain_flags()
+FLAGS = flags.FLAGS
+
+
+def _synthetic_records():
+    """Builds the synthetic set once into <model_dir>/synthetic_data; returns its file pattern."""
+    from asc_tf.data import ingest
+
+    output = os.path.join(FLAGS.model_dir, "synthetic_data")
+    listing = ingest.list_synthetic(
+        FLAGS.synthetic_videos, split="train", seed=FLAGS.seed, num_frames=FLAGS.synthetic_frames,
+        size=FLAGS.synthetic_size, motion=FLAGS.synthetic_motion,
+    )
+    ingest.ingest(listing, output, name="train", options=ingest.EncodeOptions(short_side=0))
+    return os.path.join(output, "train-*.tfrecord")
+
+
+def main(argv):
+    del argv
+    speeds = validate_pretrain_flags()
+    from asc_tf import distribute, pretraining
+
+    if FLAGS.cpu_replicas:
+        distribute.split_cpu(FLAGS.cpu_replicas)
+
+    strategy = distribute.make_strategy(FLAGS.strategy)
+    validate_pretrain_flags(num_replicas=strategy.num_replicas_in_sync)
+    train_data = _synthetic_records() if FLAGS.synthetic else FLAGS.train_data
+    train_steps, warmup_steps = steps_from_flags(count_videos(train_data))
+    config = config_from_flags(train_data, speeds, train_steps, warmup_steps)
+    print(f"pretraining {config.backbone} on {train_data}: {train_steps} steps, global batch "
+          f"{config.global_batch_size} on {strategy.num_replicas_in_sync} replica(s); writing to {config.model_dir}",
+          file=sys.stderr)
+    try:
+        summary = pretraining.run(config, strategy)
+    except pretraining.NonFiniteLoss as error:
+        print(f"pretrain: stopped: {error}", file=sys.stderr)
+        return 1
+    first, last = summary["first_logs"], summary["last_logs"]
+    if first and last:
+        print(f"steps {summary['start_step']}→{summary['end_step']}: loss {first['loss']:.4f} → {last['loss']:.4f} "
+              f"(loss_a {first['loss_a']:.4f} → {last['loss_a']:.4f}, loss_m {first['loss_m']:.4f} → "
+              f"{last['loss_m']:.4f}); checkpoint {summary['checkpoint']}")
+    else:
+        print(f"nothing to do: {config.model_dir} is already at step {summary['end_step']}")
+    return 0
+
+
+if __name__ == "__main__":
+    flags.run(main)
