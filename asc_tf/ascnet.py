@@ -116,6 +116,9 @@ class ASCNet(keras.Model):
             raise ValueError(f"gamma must be in [0, 1], got {gamma}")
         if not 0.0 <= tau <= 1.0:
             raise ValueError(f"tau must be in [0, 1], got {tau}")
+        if symmetric and scp_mode == "same":
+            # The swapped anchor c_j would need a fourth clip at speed s_j.
+            raise ValueError("scp_mode='same' is not supported with symmetric=True")
         self.gamma = float(gamma)
         self.scp_mode = scp_mode
         self.speed_task = speed_task
@@ -245,17 +248,19 @@ class ASCNet(keras.Model):
         cand_labels = tf.concat([q_labels, g_labels, g_labels], axis=0)
         cand_valid = tf.concat([q_valid, tf.ones_like(g_ids, tf.bool), tf.ones_like(g_ids, tf.bool)], axis=0)
 
-        # Each direction: (online clip, ACP target, SCP query, anchor speed, `same` target).
-        directions = [(view_i, key_j, key_j, speed_i, None)]
-        if self.scp_mode == "same":
-            directions[0] = (view_i, key_j, key_j, speed_i, speed_feats[2 * batch :])
+        # Each direction: (online clip c_a, target key of the other clip — the ACP target and the
+        # SCP query —, speed of c_a, `same`: target speed feature of a third clip at that speed).
+        directions = [(view_i, key_j, speed_i, speed_feats[2 * batch :] if self.scp_mode == "same" else None)]
         if self.symmetric:
-            directions.append((view_j, key_i, key_i, speed_j, feat_i if self.scp_mode == "same" else None))
+            directions.append((view_j, key_i, speed_j, None))
 
         uses_scp = self.gamma > 0 and self.speed_task == "scp"
         scp_targets, scp_masks, chosen_all = [], [], []
-        for index, (_, _, query, anchor_speed, same_target) in enumerate(directions):
-            if not uses_scp or self.scp_mode == "same":
+        for index, (_, query, anchor_speed, same_target) in enumerate(directions):
+            if not uses_scp:
+                scp_masks.append(tf.ones_like(ids, tf.bool))
+                continue
+            if self.scp_mode == "same":
                 scp_targets.append(same_target)
                 scp_masks.append(tf.ones_like(ids, tf.bool))
                 continue
@@ -285,7 +290,7 @@ class ASCNet(keras.Model):
                 )
             elif self.gamma > 0:
                 logits = self.speed_classifier(features)
-                speeds = tf.concat([d[3] for d in directions], axis=0)
+                speeds = tf.concat([d[2] for d in directions], axis=0)
                 classes = tf.argmax(tf.cast(tf.equal(speeds[:, None], self.speed_set), tf.int32), axis=1)
                 loss_m = tf.reduce_mean(
                     keras.losses.sparse_categorical_crossentropy(classes, logits, from_logits=True)

@@ -116,6 +116,8 @@ def validate_pretrain_flags(num_replicas=None):
         fail("synthetic_motion", f"must be pattern or direction_speed, got {values.synthetic_motion}")
     if values.scp_mode == "same" and values.speed_task == "sp":
         fail("scp_mode", "'same' is an SCP partner; it has no meaning with --speed_task=sp")
+    if values.scp_mode == "same" and values.symmetric:
+        fail("symmetric", "not supported with --scp_mode=same (the swapped anchor would need a fourth clip)")
     if values.cpu_replicas < 0:
         fail("cpu_replicas", f"must be >= 0, got {values.cpu_replicas}")
     if num_replicas and values.global_batch_size % num_replicas:

@@ -170,6 +170,7 @@ def test_speed_prediction_ablation_is_cross_entropy_over_the_speed_set():
 
 
 def test_invalid_settings_are_rejected():
-    for bad in (dict(scp_mode="nearest"), dict(speed_task="rsp"), dict(gamma=1.5), dict(tau_schedule="linear")):
+    for bad in (dict(scp_mode="nearest"), dict(speed_task="rsp"), dict(gamma=1.5), dict(tau_schedule="linear"),
+                dict(scp_mode="same", symmetric=True)):
         with pytest.raises(ValueError):
             ASCNet(backbone="r3d_18", width=0.125, dim=DIM, predictor_hidden=16, queue_size=8, **bad)

@@ -65,7 +65,11 @@ class TorchConv3D(keras.layers.Conv3D):
 
     def call(self, inputs):
         if self._explicit_pad is not None:
-            inputs = tf.pad(inputs, self._explicit_pad)
+            # PadV2, not Pad: Grappler's remapper tries to fuse Pad into the convolution, fails
+            # on the backward pass (which still reads the padded tensor's shape) and logs an
+            # error for every traced train step. Same result and speed, no error.
+            zero = tf.zeros([], inputs.dtype)
+            inputs = tf.raw_ops.PadV2(input=inputs, paddings=self._explicit_pad, constant_values=zero)
         return super().call(inputs)
 
     def compute_output_shape(self, input_shape):
