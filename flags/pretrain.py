@@ -47,8 +47,8 @@ def define_pretrain_flags():
     f.DEFINE_float("base_lr", 0.3, "Learning rate at batch 128; scaled linearly with the global batch.")
     f.DEFINE_float("weight_decay", 1e-6, "LARS weight decay (not on biases and BatchNorm).")
     f.DEFINE_integer("global_batch_size", 256, "Clips pairs per step, over all replicas.")
-    f.DEFINE_integer("train_steps", None, "Training steps (or give --epochs).")
-    f.DEFINE_float("epochs", None, "Epochs; needs manifest.json beside the shards to count videos.")
+    f.DEFINE_integer("train_steps", 0, "Training steps; 0 = use --epochs. Exactly one of the two is positive.")
+    f.DEFINE_float("epochs", 0.0, "Epochs (needs manifest.json beside the shards to count videos); 0 = use --train_steps.")
     f.DEFINE_float("warmup_epochs", 0.0, "Linear warm-up, in epochs (needs the video count) ...")
     f.DEFINE_integer("warmup_steps", None, "... or in steps.")
     f.DEFINE_integer("seed", 0, "Seed of the data order, augmentations and random SCP partners.")
@@ -122,12 +122,12 @@ def validate_pretrain_flags(num_replicas=None):
         fail("cpu_replicas", f"must be >= 0, got {values.cpu_replicas}")
     if num_replicas and values.global_batch_size % num_replicas:
         fail("global_batch_size", f"{values.global_batch_size} is not divisible by the {num_replicas} replicas")
-    if (values.train_steps is None) == (values.epochs is None):
-        fail("train_steps", "give exactly one of --train_steps and --epochs")
-    if values.train_steps is not None and values.train_steps < 1:
-        fail("train_steps", f"must be positive, got {values.train_steps}")
-    if values.epochs is not None and values.epochs <= 0:
-        fail("epochs", f"must be positive, got {values.epochs}")
+    if values.train_steps < 0:
+        fail("train_steps", f"must be >= 0, got {values.train_steps}")
+    if values.epochs < 0:
+        fail("epochs", f"must be >= 0, got {values.epochs}")
+    if (values.train_steps > 0) == (values.epochs > 0):
+        fail("train_steps", "give exactly one of --train_steps and --epochs a positive value (0 turns one off)")
     if values.warmup_steps is not None and values.warmup_steps < 0:
         fail("warmup_steps", f"must be >= 0, got {values.warmup_steps}")
     if values.warmup_epochs < 0:
@@ -144,7 +144,7 @@ def steps_from_flags(num_videos):
         if per_epoch is None:
             asc_flags.fail(flag, "needs the number of videos: no manifest.json beside the shards; give steps")
 
-    if values.train_steps is not None:
+    if values.train_steps > 0:
         train_steps = values.train_steps
     else:
         need_count("epochs")
@@ -160,46 +160,14 @@ def steps_from_flags(num_videos):
 
 
 def config_from_flags(train_data, speeds, train_steps, warmup_steps):
+    """The run's PretrainConfig: every field named like a flag takes the flag's value."""
+    import dataclasses
+
     from asc_tf.pretraining import PretrainConfig
 
     values = asc_flags.FLAGS
-    return PretrainConfig(
-        train_data=train_data,
-        model_dir=values.model_dir,
-        backbone=values.backbone,
-        width=values.width,
-        projection=values.projection,
-        dim=values.dim,
-        predictor_hidden=values.predictor_hidden,
-        frames=values.frames,
-        crop_size=values.crop_size,
-        speed_i=values.speed_i,
-        speed_j=values.speed_j,
-        speed_set=tuple(speeds),
-        speed_mode=values.speed_mode,
-        color_jitter=values.color_jitter,
-        blur=values.blur,
-        grayscale=values.grayscale,
-        solarize=values.solarize,
-        gamma=values.gamma,
-        scp_mode=values.scp_mode,
-        speed_task=values.speed_task,
-        symmetric=values.symmetric,
-        queue_size=values.queue_size,
-        tau=values.tau,
-        tau_schedule=values.tau_schedule,
-        optimizer=values.optimizer,
-        base_lr=values.base_lr,
-        weight_decay=values.weight_decay,
-        global_batch_size=values.global_batch_size,
-        train_steps=train_steps,
-        warmup_steps=warmup_steps,
-        seed=values.seed,
-        strategy=values.strategy,
-        jit_compile=values.jit_compile,
-        mixed_precision=values.mixed_precision,
-        checkpoint_every=values.checkpoint_every,
-        keep_checkpoints=values.keep_checkpoints,
-        log_every=values.log_every,
-        shuffle_buffer=values.shuffle_buffer,
+    settings = {f.name: values[f.name].value for f in dataclasses.fields(PretrainConfig) if f.name in values}
+    settings.update(
+        train_data=train_data, speed_set=tuple(speeds), train_steps=train_steps, warmup_steps=warmup_steps
     )
+    return PretrainConfig(**settings)

@@ -148,12 +148,13 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(records, tmp_p
         (["--global_batch_size=3", "--strategy=mirrored", "--cpu_replicas=2"], "global_batch_size"),
         (["--queue_size=4"], "queue_size"),
         (["--gamma=2"], "gamma"),
-        (["--epochs=0"], "epochs"),
+        (["--epochs=-1"], "epochs"),
+        (["--epochs=2", "--train_steps=3"], "train_steps"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line_naming_the_flag(records, tmp_path, args, flag):
     defaults = {"--train_data": f"--train_data={records}", "--model_dir": f"--model_dir={tmp_path / 'run'}"}
-    steps = [] if any(a.startswith("--epochs") for a in args) else ["--train_steps=2"]
+    steps = [] if any(a.startswith(("--epochs", "--train_steps")) for a in args) else ["--train_steps=2"]
     given = {a.split("=")[0] for a in args}
     result = pretrain(*[v for k, v in defaults.items() if k not in given], *steps, *args)
     assert result.returncode == 2, result.stderr[-2000:]

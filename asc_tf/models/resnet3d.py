@@ -18,7 +18,10 @@ RESNET_BN = dict(epsilon=1e-5, momentum=0.9)
 
 
 class _Backbone(keras.Model):
-    """Shared plumbing: the PyTorch name table and the output size."""
+    """Shared plumbing: the PyTorch name table, the output size, and the forward pass.
+
+    Subclasses create `self.stem` and the list `self.blocks`.
+    """
 
     def __init__(self, output_dim, sync_bn, **kwargs):
         super().__init__(**kwargs)
@@ -26,6 +29,13 @@ class _Backbone(keras.Model):
         self.sync_bn = sync_bn
         # torch state_dict prefix → Keras layer name (strings: Keras must not track layers twice).
         self.torch_names = {}
+
+    def call(self, inputs, training=None):
+        """clips [N, T, H, W, 3] → [N, output_dim] float32: stem, blocks, global average pool."""
+        x = self.stem(inputs, training=training)
+        for block in self.blocks:
+            x = block(x, training=training)
+        return global_average_pool(x)
 
     def _conv(self, torch_name, name, filters, kernel, strides=1, padding=0, use_bias=False, initializer=None):
         extra = {} if initializer is None else {"kernel_initializer": initializer}
@@ -158,12 +168,6 @@ class VideoResNet(_Backbone):
             name=name,
         )
 
-    def call(self, inputs, training=None):
-        x = self.stem(inputs, training=training)
-        for block in self.blocks:
-            x = block(x, training=training)
-        return global_average_pool(x)
-
 
 class R2Plus1D10(_Backbone):
     """The VCOP / RSPNet R2Plus1DNet with one block per stage (the paper's 14.4M "R(2+1)D").
@@ -229,12 +233,6 @@ class R2Plus1D10(_Backbone):
             shortcut,
             name=name,
         )
-
-    def call(self, inputs, training=None):
-        x = self.stem(inputs, training=training)
-        for block in self.blocks:
-            x = block(x, training=training)
-        return global_average_pool(x)
 
 
 def r3d_18(width=1.0, sync_bn=False, name="r3d_18"):

@@ -14,7 +14,7 @@ Published parameter counts (width 1.0, no classifier): s3d 7,910,048; s3dg 9,135
 import keras
 import tensorflow as tf
 
-from asc_tf.models.layers import TorchMaxPool3D, global_average_pool, scaled
+from asc_tf.models.layers import TorchMaxPool3D, scaled
 from asc_tf.models.resnet3d import _Backbone, _Sequence
 
 # torchvision's S3D BatchNorm: eps 1e-3, torch momentum 0.001.
@@ -91,13 +91,13 @@ class S3D(_Backbone):
         stem.append(TorchMaxPool3D((1, 3, 3), (1, 2, 2), (0, 1, 1), name="pool2"))
         self.stem = _Sequence(stem, name="stem")
 
-        self.cells = []
+        self.blocks = []
         for index, name, _, b0, b1a, b1b, b2a, b2b, b3 in MIXED_BLOCKS:
             if name == "mixed_4b":
-                self.cells.append(TorchMaxPool3D(3, 2, 1, name="pool3"))
+                self.blocks.append(TorchMaxPool3D(3, 2, 1, name="pool3"))
             if name == "mixed_5b":
-                self.cells.append(TorchMaxPool3D(2, 2, 0, name="pool4"))
-            self.cells.append(self._mixed(index, name, c(b0), c(b1a), c(b1b), c(b2a), c(b2b), c(b3)))
+                self.blocks.append(TorchMaxPool3D(2, 2, 0, name="pool4"))
+            self.blocks.append(self._mixed(index, name, c(b0), c(b1a), c(b1b), c(b2a), c(b2b), c(b3)))
 
     def _conv_bn_relu(self, prefix, name, filters, kernel, strides=1, padding=0):
         """torchvision's Conv3dNormActivation: conv (no bias) → BN → ReLU."""
@@ -159,11 +159,6 @@ class S3D(_Backbone):
             ]
         return _MixedBlock(branches, gates, name=name)
 
-    def call(self, inputs, training=None):
-        x = self.stem(inputs, training=training)
-        for cell in self.cells:
-            x = cell(x, training=training)
-        return global_average_pool(x)
 
 
 def s3d(width=1.0, sync_bn=False, name="s3d"):
