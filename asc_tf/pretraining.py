@@ -7,7 +7,8 @@ summaries and the NaN check happen at exact step boundaries:
 
   model_dir/
     checkpoints/ckpt-<step>.*   every `checkpoint_every` steps and at the end (the last `keep_checkpoints`)
-    train/                      TensorBoard: every metric each `log_every` steps; the two views at the start
+    train/                      TensorBoard: every metric each `log_every` steps; the two views at the start;
+                                retrieval top-1/top-5 when a `monitor` is given
     encoder/                    SavedModel of the online encoder (at the end)
     encoder.weights.h5          its Keras weights
     config.json                 the run's settings
@@ -196,10 +197,12 @@ def _scalars(logs):
     return {name: float(np.asarray(value)) for name, value in logs.items()}
 
 
-def export_encoder(model, model_dir):
-    """SavedModel of the online encoder at model_dir/encoder, and its Keras weights."""
+def export_encoder(model, model_dir, config):
+    """The online encoder as asc_tf.export's SavedModel at model_dir/encoder, and its Keras weights."""
+    from asc_tf import export
+
     encoder = model.online_encoder
-    encoder.export(os.path.join(model_dir, "encoder"), format="tf_saved_model", verbose=False)
+    export.export_encoder(encoder, os.path.join(model_dir, "encoder"), config.frames, config.crop_size)
     encoder.save_weights(os.path.join(model_dir, "encoder.weights.h5"))
 
 
@@ -220,8 +223,12 @@ def restore(config, strategy):
     return model, checkpoint, manager, latest
 
 
-def run(config, strategy=None, stream=None):
+def run(config, strategy=None, stream=None, monitor=None):
     """Pretrains (or resumes) and returns a summary dict.
+
+    `monitor` (an `evaluation.monitor.RetrievalMonitor`, or None) runs on the
+    chief at the steps it is due, after that step's scalars, and writes into
+    the same TensorBoard folder.
 
     Raises:
       NonFiniteLoss: the loss became NaN/inf; the newest checkpoint is the last good one.
@@ -276,12 +283,14 @@ def run(config, strategy=None, stream=None):
                 tf.summary.scalar("steps_per_second", (step - start) / (time.monotonic() - started), step=step)
             writer.flush()
             model.reset_metrics()
+        if monitor is not None and chief and monitor.due(step, final=step == config.train_steps):
+            monitor(model.online_encoder, step, writer)
         progress.update(1, extra=f"loss={logs['loss']:.4f} loss_a={logs['loss_a']:.4f} loss_m={logs['loss_m']:.4f}")
         if step % config.checkpoint_every == 0 or step == config.train_steps:
             manager.save(checkpoint_number=step)
     progress.close()
     writer.flush()
     if config.export:
-        export_encoder(model, distribute.worker_dir(strategy, config.model_dir))
+        export_encoder(model, distribute.worker_dir(strategy, config.model_dir), config)
     summary.update(end_step=step, first_logs=first_logs, last_logs=last_logs, checkpoint=manager.latest_checkpoint)
     return summary

@@ -37,6 +37,7 @@ class Progress:
         self._last_print = 0.0
         self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.extra = ""
+        self._printed_done = None
 
     def line(self):
         elapsed = time.monotonic() - self.start
@@ -72,10 +73,11 @@ class Progress:
             self.stream.write(self.line() + "\n")
             self.stream.flush()
             self._last_print = now
+            self._printed_done = self.done
 
     def close(self):
         if self._tty:
             self.stream.write("\r" + self.line() + "\x1b[K\n")
-        else:
+        elif self._printed_done != self.done:  # not already printed by the last update
             self.stream.write(self.line() + "\n")
         self.stream.flush()

@@ -12,12 +12,14 @@ Presets (`*.cfg`) beside this file are absl flagfiles: `--flagfile=flags/x.cfg`.
 import os
 import sys
 
+# TensorFlow's C++ INFO and WARNING lines (oneDNN, CUDA probing, tf.data notes) drown a
+# binary's own progress; errors stay visible. Set before TensorFlow is first imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from absl import app
 from absl import flags as absl_flags
 from absl import logging
 
-# Quiet by default: TensorFlow logs every asset it saves at INFO. --verbosity=0 brings INFO back.
-absl_flags.FLAGS.set_default("verbosity", logging.WARNING)
 
 FLAGS = absl_flags.FLAGS
 EXIT_BAD_FLAG = 2
@@ -57,6 +59,9 @@ def run(main):
     """`absl.app.run` with one-line flag errors and exit code 2 for bad flags."""
 
     def guarded(argv):
+        # Quiet by default: TensorFlow logs every file it saves at INFO. --verbosity=0 brings INFO back.
+        if not FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)
         try:
             return main(argv)
         except FlagError as error:

@@ -60,6 +60,12 @@ def define_pretrain_flags():
     f.DEFINE_integer("keep_checkpoints", 3, "Keep the newest N checkpoints.")
     f.DEFINE_integer("log_every", 10, "Write TensorBoard scalars every N steps.")
     f.DEFINE_integer("shuffle_buffer", 256, "Records held for shuffling.")
+    f.DEFINE_string("monitor_train_data", None, "Retrieval monitor: labelled gallery shards (e.g. UCF-101 train).")
+    f.DEFINE_string("monitor_test_data", None, "Retrieval monitor: labelled query shards (e.g. UCF-101 test).")
+    f.DEFINE_integer("monitor_every", 0, "Run the retrieval monitor every N steps and at the end; 0 = off.")
+    f.DEFINE_integer("monitor_clips", 2, "Retrieval monitor: clips per video (the paper's protocol: 10).")
+    f.DEFINE_integer("monitor_resize_short", 0, "Retrieval monitor: short side before the centre crop; "
+                     "0 = crop_size * 128 / 112, the paper's ratio.")
 
 
 def count_videos(pattern):
@@ -72,6 +78,17 @@ def count_videos(pattern):
         with open(manifest) as f:
             total += json.load(f)["totals"]["ingested"]
     return total
+
+
+def validate_steps_or_epochs():
+    """--train_steps and --epochs: both >= 0, exactly one positive (0 turns one off)."""
+    values = asc_flags.FLAGS
+    if values.train_steps < 0:
+        asc_flags.fail("train_steps", f"must be >= 0, got {values.train_steps}")
+    if values.epochs < 0:
+        asc_flags.fail("epochs", f"must be >= 0, got {values.epochs}")
+    if (values.train_steps > 0) == (values.epochs > 0):
+        asc_flags.fail("train_steps", "give exactly one of --train_steps and --epochs a positive value (0 turns one off)")
 
 
 def validate_pretrain_flags(num_replicas=None):
@@ -122,17 +139,32 @@ def validate_pretrain_flags(num_replicas=None):
         fail("cpu_replicas", f"must be >= 0, got {values.cpu_replicas}")
     if num_replicas and values.global_batch_size % num_replicas:
         fail("global_batch_size", f"{values.global_batch_size} is not divisible by the {num_replicas} replicas")
-    if values.train_steps < 0:
-        fail("train_steps", f"must be >= 0, got {values.train_steps}")
-    if values.epochs < 0:
-        fail("epochs", f"must be >= 0, got {values.epochs}")
-    if (values.train_steps > 0) == (values.epochs > 0):
-        fail("train_steps", "give exactly one of --train_steps and --epochs a positive value (0 turns one off)")
+    validate_steps_or_epochs()
     if values.warmup_steps is not None and values.warmup_steps < 0:
         fail("warmup_steps", f"must be >= 0, got {values.warmup_steps}")
     if values.warmup_epochs < 0:
         fail("warmup_epochs", f"must be >= 0, got {values.warmup_epochs}")
+    validate_monitor_flags()
     return speeds
+
+
+def validate_monitor_flags():
+    """--monitor_*: the monitor is off with --monitor_every=0; when on, both data patterns must match files."""
+    values = asc_flags.FLAGS
+    fail = asc_flags.fail
+    if values.monitor_every < 0:
+        fail("monitor_every", f"must be >= 0 (0 = off), got {values.monitor_every}")
+    if values.monitor_clips < 1:
+        fail("monitor_clips", f"must be positive, got {values.monitor_clips}")
+    if values.monitor_resize_short and values.monitor_resize_short < values.crop_size:
+        fail("monitor_resize_short", f"must be at least --crop_size ({values.crop_size}), "
+                                     f"got {values.monitor_resize_short}")
+    for name in ("monitor_train_data", "monitor_test_data"):
+        pattern = getattr(values, name)
+        if values.monitor_every > 0 and not pattern:
+            fail(name, "is required with --monitor_every > 0")
+        if pattern and not glob.glob(pattern):
+            fail(name, f"no files match {pattern}")
 
 
 def steps_from_flags(num_videos):

@@ -64,8 +64,9 @@ def test_trains_logs_checkpoints_exports_and_resumes(records, tmp_path):
         assert metric in tags
     assert images == {("views/rows_alternate_view_i_view_j", 0)}
     encoder = tf.saved_model.load(os.path.join(model_dir, "encoder"))
-    features = encoder.serve(tf.zeros((2, 4, 16, 16, 3)))
-    assert features.shape == (2, 64)
+    serving = encoder.signatures["serving_default"](clips=tf.zeros((2, 4, 30, 20, 3), tf.uint8))
+    assert serving["features"].shape == (2, 64)
+    assert encoder.features(tf.zeros((2, 4, 16, 16, 3))).shape == (2, 64)
     assert os.path.isfile(os.path.join(model_dir, "encoder.weights.h5"))
 
     second = pretrain(f"--train_data={records}", f"--model_dir={model_dir}", "--train_steps=6", "--checkpoint_every=2")

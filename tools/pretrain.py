@@ -33,6 +33,18 @@ def _synthetic_records():
     return os.path.join(output, "train-*.tfrecord")
 
 
+def _monitor():
+    """The retrieval monitor the --monitor_* flags ask for, or None."""
+    if not FLAGS.monitor_every:
+        return None
+    from asc_tf.evaluation.monitor import RetrievalMonitor
+
+    return RetrievalMonitor(
+        FLAGS.monitor_train_data, FLAGS.monitor_test_data, num_clips=FLAGS.monitor_clips, num_frames=FLAGS.frames,
+        crop_size=FLAGS.crop_size, resize_short=FLAGS.monitor_resize_short or None, every=FLAGS.monitor_every,
+    )
+
+
 def main(argv):
     del argv
     speeds = validate_pretrain_flags()
@@ -50,7 +62,7 @@ def main(argv):
           f"{config.global_batch_size} on {strategy.num_replicas_in_sync} replica(s); writing to {config.model_dir}",
           file=sys.stderr)
     try:
-        summary = pretraining.run(config, strategy)
+        summary = pretraining.run(config, strategy, monitor=_monitor())
     except pretraining.NonFiniteLoss as error:
         print(f"pretrain: stopped: {error}", file=sys.stderr)
         return 1

@@ -1,0 +1,1 @@
+"""Evaluation of a learned encoder: fine-tuning and linear probe, retrieval top-k, pictures."""
