@@ -42,6 +42,14 @@ def fail(flag, message):
     raise FlagError(flag, message)
 
 
+def require_positive(*names):
+    """Each named integer flag must be at least 1."""
+    for name in names:
+        value = getattr(FLAGS, name)
+        if value < 1:
+            fail(name, f"must be positive, got {value}")
+
+
 def _one_line(text):
     return " ".join(str(text).split())
 

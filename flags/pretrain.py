@@ -117,10 +117,10 @@ def validate_pretrain_flags(num_replicas=None):
         fail("gamma", f"must be in [0, 1], got {values.gamma}")
     if not 0.0 <= values.tau <= 1.0:
         fail("tau", f"must be in [0, 1], got {values.tau}")
-    for name in ("dim", "global_batch_size", "checkpoint_every", "keep_checkpoints", "log_every", "shuffle_buffer",
-                 "synthetic_videos", "synthetic_frames", "synthetic_size"):
-        if getattr(values, name) < 1:
-            fail(name, f"must be positive, got {getattr(values, name)}")
+    asc_flags.require_positive(
+        "dim", "global_batch_size", "checkpoint_every", "keep_checkpoints", "log_every", "shuffle_buffer",
+        "synthetic_videos", "synthetic_frames", "synthetic_size",
+    )
     if values.predictor_hidden < 0:
         fail("predictor_hidden", f"must be >= 0, got {values.predictor_hidden}")
     if values.base_lr <= 0:

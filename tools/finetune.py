@@ -60,9 +60,7 @@ def validate_finetune_flags():
     validate_encoder_flags()
     validate_data_flags("train_data", "test_data")
     validate_steps_or_epochs()
-    for name in ("batch_size", "stride", "eval_clips", "eval_batch_size", "log_every", "shuffle_buffer"):
-        if getattr(FLAGS, name) < 1:
-            fail(name, f"must be positive, got {getattr(FLAGS, name)}")
+    flags.require_positive("batch_size", "stride", "eval_clips", "eval_batch_size", "log_every", "shuffle_buffer")
     if FLAGS.warmup_steps < 0:
         fail("warmup_steps", f"must be >= 0, got {FLAGS.warmup_steps}")
     if FLAGS.base_lr <= 0:

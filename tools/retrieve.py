@@ -35,9 +35,7 @@ RECORDED_FLAGS = ("train_data", "test_data", "init", "model_dir", "saved_model",
 def validate_flags():
     validate_encoder_flags()
     validate_data_flags("train_data", "test_data")
-    for name in ("num_clips", "stride", "picture_rows"):
-        if getattr(FLAGS, name) < 1:
-            flags.fail(name, f"must be positive, got {getattr(FLAGS, name)}")
+    flags.require_positive("num_clips", "stride", "picture_rows")
     if FLAGS.resize_short < FLAGS.crop_size:
         flags.fail("resize_short", f"must be at least --crop_size ({FLAGS.crop_size}), got {FLAGS.resize_short}")
 
