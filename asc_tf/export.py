@@ -33,14 +33,6 @@ from asc_tf.data import augment
 
 # The paper's evaluation resizes the short side to 128 for 112 crops; other
 # crop sizes keep that ratio unless told otherwise.
-PAPER_RESIZE_RATIO = 128 / 112
-
-
-def default_resize_short(crop_size):
-    """The short side the paper's protocol resizes to before a `crop_size` centre crop."""
-    return int(round(crop_size * PAPER_RESIZE_RATIO))
-
-
 def preprocess(clips, crop_size, resize_short):
     """Raw clips -> the model's input: short side resized, centre crop, normalised.
 
@@ -111,12 +103,12 @@ def export_encoder(encoder_model, path, frames, crop_size, resize_short=None):
       path: the SavedModel directory (created; files of an earlier export are overwritten).
       frames: int, T of the serving signature.
       crop_size: int, the centre crop.
-      resize_short: int >= crop_size, the short side before cropping; None: `default_resize_short`.
+      resize_short: int >= crop_size, the short side before cropping; None: `augment.protocol_resize_short`.
 
     Returns:
       The exported tf.Module (what loading `path` gives, but with the Keras model behind it).
     """
-    resize_short = default_resize_short(crop_size) if resize_short is None else resize_short
+    resize_short = augment.protocol_resize_short(crop_size) if resize_short is None else resize_short
     _check(frames, crop_size, resize_short)
     module = _ClipModel(encoder_model, frames, crop_size, resize_short, name="encoder")
     module.output_dim = _int_constant(encoder_model.output_dim, "output_dim")
@@ -139,7 +131,7 @@ def export_classifier(classifier_model, path, class_names, frames, crop_size, re
     Returns:
       The exported tf.Module.
     """
-    resize_short = default_resize_short(crop_size) if resize_short is None else resize_short
+    resize_short = augment.protocol_resize_short(crop_size) if resize_short is None else resize_short
     _check(frames, crop_size, resize_short)
     class_names = [str(name) for name in class_names]
     if not class_names:

@@ -86,19 +86,20 @@ def main(argv):
     del argv
     settings = _validate()
     from asc_tf import export
+    from asc_tf.data import augment
 
     frames = FLAGS.frames or settings["frames"]
     crop_size = FLAGS.crop_size or settings["crop_size"]
     if FLAGS.model_dir:
         from asc_tf.evaluation import encoders
 
-        resize_short = FLAGS.resize_short or export.default_resize_short(crop_size)
+        resize_short = FLAGS.resize_short or augment.protocol_resize_short(crop_size)
         encoder = encoders.from_pretraining(FLAGS.model_dir)
         export.export_encoder(encoder.model, FLAGS.output_dir, frames, crop_size, resize_short)
         output = f'{{"features": [N, {encoder.model.output_dim}] float32}}'
         source = f"encoder {settings['backbone']} (width {settings['width']}) from {encoder.source}"
     else:
-        resize_short = FLAGS.resize_short or settings.get("resize_short") or export.default_resize_short(crop_size)
+        resize_short = FLAGS.resize_short or settings.get("resize_short") or augment.protocol_resize_short(crop_size)
         class_names = settings["class_names"]
         export.export_classifier(_classifier(settings, frames, crop_size), FLAGS.output_dir, class_names,
                                  frames, crop_size, resize_short)

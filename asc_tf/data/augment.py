@@ -309,6 +309,11 @@ def _blur(clip, sigma_range, crop_size, seed):
     return tf.nn.depthwise_conv2d(blurred, horizontal, [1, 1, 1, 1], "VALID")
 
 
+def protocol_resize_short(crop_size):
+    """The short side evaluation resizes to before a `crop_size` centre crop: the paper's 128 for 112, in that ratio."""
+    return int(round(crop_size * 128 / 112))
+
+
 def resize_short_side(clip, size):
     """Test-time resize keeping the aspect ratio.
 

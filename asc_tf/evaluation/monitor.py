@@ -9,15 +9,10 @@ runs many times), and its TensorBoard tags say how many:
 
 import tensorflow as tf
 
-from asc_tf.data import pipeline
+from asc_tf.data import augment, pipeline
 from asc_tf.evaluation import retrieval
 
 MONITOR_KS = (1, 5)
-
-
-def paper_resize_short(crop_size):
-    """The short side the paper resizes to before a centre crop: 128 for a 112 crop, in that ratio."""
-    return round(crop_size * 128 / 112)
 
 
 class RetrievalMonitor:
@@ -35,11 +30,11 @@ class RetrievalMonitor:
           train_data, test_data: file patterns of labelled TFRecords (gallery, queries).
           num_clips: clips per video.
           num_frames, crop_size: the clip shape the encoder is trained on.
-          resize_short: short side before the centre crop; None: `paper_resize_short(crop_size)`.
+          resize_short: short side before the centre crop; None: `augment.protocol_resize_short(crop_size)`.
           every: steps between runs; 0 = never (the end of training included).
           stride: playback speed of the clips.
         """
-        resize_short = resize_short or paper_resize_short(crop_size)
+        resize_short = resize_short or augment.protocol_resize_short(crop_size)
         self.every = every
         self.num_clips = num_clips
         # The clips are the same at every run (uniform starts, centre crop); the datasets are built once.

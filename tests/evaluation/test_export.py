@@ -126,7 +126,7 @@ def test_export_rejects_resize_short_below_crop(tmp_path):
     encoder = build_backbone("r3d_18", width=0.125)
     with pytest.raises(ValueError, match="resize_short"):
         export.export_encoder(encoder, str(tmp_path / "x"), FRAMES, CROP, CROP - 1)
-    assert export.default_resize_short(112) == 128
+    assert augment.protocol_resize_short(112) == 128
 
 
 def run_export(*args):
