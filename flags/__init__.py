@@ -12,9 +12,10 @@ Presets (`*.cfg`) beside this file are absl flagfiles: `--flagfile=flags/x.cfg`.
 import os
 import sys
 
-# TensorFlow's C++ INFO and WARNING lines (oneDNN, CUDA probing, tf.data notes) drown a
-# binary's own progress; errors stay visible. Set before TensorFlow is first imported.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ INFO lines (oneDNN, CUDA probing, tf.data notes) drown a binary's own
+# progress. Warnings stay visible: a skipped corrupt record is reported at that level.
+# Set before TensorFlow is first imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app
 from absl import flags as absl_flags
