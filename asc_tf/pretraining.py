@@ -73,6 +73,8 @@ class PretrainConfig:
     blur: bool = True
     grayscale: bool = True
     solarize: bool = True
+    flip: bool = True
+    crop_scale: tuple = (0.2, 1.0)
     # objective
     gamma: float = 0.5
     scp_mode: str = "similar"
@@ -146,11 +148,16 @@ def build_model(config, strategy, total_steps=None):
     return model
 
 
+def _views(config):
+    return augment.byol_views(
+        color_jitter=config.color_jitter, blur=config.blur, grayscale=config.grayscale, solarize=config.solarize,
+        flip=config.flip, crop_scale=config.crop_scale,
+    )
+
+
 def make_dataset(config, strategy, start_step):
     """The distributed two-view dataset, seeded by (seed, start_step) so a resumed run draws afresh."""
-    views = augment.byol_views(
-        color_jitter=config.color_jitter, blur=config.blur, grayscale=config.grayscale, solarize=config.solarize
-    )
+    views = _views(config)
     seed = int(np.random.default_rng([config.seed, start_step]).integers(2**31 - 1))
 
     def dataset_fn(context):
@@ -187,7 +194,7 @@ def _write_view_grid(config, writer):
     sample = next(iter(pipeline.pretrain_dataset(
         config.train_data, min(4, config.global_batch_size), num_frames=config.frames,
         crop_size=config.crop_size, speeds=config.speeds(), speed_mode=config.speed_mode,
-        seed=config.seed, shuffle_buffer=8, repeat=False,
+        augment=_views(config), seed=config.seed, shuffle_buffer=8, repeat=False,
     )))
     with writer.as_default():
         tf.summary.image("views/rows_alternate_view_i_view_j", view_grid(sample), step=0)
@@ -206,6 +213,32 @@ def export_encoder(model, model_dir, config):
     encoder.save_weights(os.path.join(model_dir, "encoder.weights.h5"))
 
 
+def make_checkpoint(model):
+    """A tf.train.Checkpoint of every variable of `model` and of its optimiser, keyed by variable path.
+
+    Not `tf.train.Checkpoint(model=model)`: TensorFlow's object graph does not
+    see Keras 3 layers kept in Python lists (a backbone's blocks, a head's
+    hidden layers), so such a checkpoint silently leaves out the target
+    network and every BatchNorm statistic; the online weights came back only
+    through the optimiser's references. Paths are unique within a model
+    (Keras names every layer), and a changed architecture fails loudly on
+    restore instead of loading by position.
+    """
+    variables, slots = tf.Module(), tf.Module()
+    variables.by_path = _by_path(model.variables, "model")
+    slots.by_path = _by_path(model.optimizer.variables, "optimizer")
+    return tf.train.Checkpoint(variables=variables, optimizer=slots)
+
+
+def _by_path(variables, owner):
+    by_path = {}
+    for variable in variables:
+        if variable.path in by_path:
+            raise ValueError(f"two {owner} variables share the path {variable.path!r}; cannot checkpoint by path")
+        by_path[variable.path] = variable
+    return by_path
+
+
 def restore(config, strategy):
     """Builds the model and its checkpoint manager, and restores the newest checkpoint if there is one.
 
@@ -213,7 +246,7 @@ def restore(config, strategy):
       (model, checkpoint, manager, path of the restored checkpoint or None).
     """
     model = build_model(config, strategy)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    checkpoint = make_checkpoint(model)
     checkpoint_dir = os.path.join(distribute.worker_dir(strategy, config.model_dir), "checkpoints")
     manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=config.keep_checkpoints)
     # On a worker the scratch folder is empty: every task restores the chief's newest checkpoint.

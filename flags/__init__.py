@@ -58,6 +58,12 @@ def _one_line(text):
 def _parse(argv):
     try:
         return FLAGS(argv)
+    except absl_flags.UnrecognizedFlagError as error:
+        # absl names an unknown flag without its dashes; keep its "Did you mean" tip.
+        _, _, tip = str(error).partition(". Did you mean: ")
+        hint = f"; did you mean {tip.rstrip(' ?')}?" if tip else ""
+        sys.stderr.write(f"{_program()}: error: --{error.flagname}: unknown flag{hint}\n")
+        sys.exit(EXIT_BAD_FLAG)
     except absl_flags.Error as error:
         # absl's messages already read "flag --name=value: reason".
         sys.stderr.write(f"{_program()}: error: {_one_line(error)}\n")

@@ -33,6 +33,8 @@ def define_pretrain_flags():
     f.DEFINE_bool("blur", True, "Augmentation: Gaussian blur.")
     f.DEFINE_bool("grayscale", True, "Augmentation: grayscale (p 0.2).")
     f.DEFINE_bool("solarize", True, "Augmentation: solarisation (view j, p 0.2).")
+    f.DEFINE_float("min_crop_scale", 0.2, "Augmentation: smallest area fraction of the random resized crop.")
+    f.DEFINE_bool("flip", True, "Augmentation: horizontal flip (p 0.5, per view); off for direction labels.")
     f.DEFINE_float("gamma", 0.5, "Weight of the speed task: L = gamma·L_m + (1 − gamma)·L_a.")
     f.DEFINE_enum("scp_mode", "similar", SCP_MODES, "SCP partner: appearance-nearest, random, or same video.")
     f.DEFINE_enum("speed_task", "scp", SPEED_TASKS, "scp (speed consistency) or sp (speed classification).")
@@ -117,6 +119,8 @@ def validate_pretrain_flags(num_replicas=None):
         fail("gamma", f"must be in [0, 1], got {values.gamma}")
     if not 0.0 <= values.tau <= 1.0:
         fail("tau", f"must be in [0, 1], got {values.tau}")
+    if not 0.0 < values.min_crop_scale <= 1.0:
+        fail("min_crop_scale", f"must be in (0, 1], got {values.min_crop_scale}")
     asc_flags.require_positive(
         "dim", "global_batch_size", "checkpoint_every", "keep_checkpoints", "log_every", "shuffle_buffer",
         "synthetic_videos", "synthetic_frames", "synthetic_size",
@@ -200,6 +204,7 @@ def config_from_flags(train_data, speeds, train_steps, warmup_steps):
     values = asc_flags.FLAGS
     settings = {f.name: values[f.name].value for f in dataclasses.fields(PretrainConfig) if f.name in values}
     settings.update(
-        train_data=train_data, speed_set=tuple(speeds), train_steps=train_steps, warmup_steps=warmup_steps
+        train_data=train_data, speed_set=tuple(speeds), train_steps=train_steps, warmup_steps=warmup_steps,
+        crop_scale=(values.min_crop_scale, 1.0),
     )
     return PretrainConfig(**settings)

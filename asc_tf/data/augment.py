@@ -84,12 +84,16 @@ FINETUNE = AugmentConfig(
 )
 
 
-def byol_views(color_jitter=True, blur=True, grayscale=True, solarize=True):
+def byol_views(color_jitter=True, blur=True, grayscale=True, solarize=True, flip=True, crop_scale=None):
     """The pretraining view pair (VIEW_I, VIEW_J) with whole steps switched off.
 
     The paper's Table 1e stacks colour jitter, + blur, + grayscale,
     + solarisation; e.g. its first row is
-    `byol_views(blur=False, grayscale=False, solarize=False)`.
+    `byol_views(blur=False, grayscale=False, solarize=False)`. `flip=False`
+    is for data whose classes a mirror image changes (the synthetic set's
+    "left" and "right"): the views are flipped independently, so ACP would
+    teach the encoder that left and right are the same. `crop_scale`
+    (min, max area fraction) replaces both views' (0.2, 1.0).
 
     Returns:
       (AugmentConfig for view i, AugmentConfig for view j).
@@ -102,6 +106,8 @@ def byol_views(color_jitter=True, blur=True, grayscale=True, solarize=True):
             blur_prob=config.blur_prob if blur else 0.0,
             grayscale_prob=config.grayscale_prob if grayscale else 0.0,
             solarize_prob=config.solarize_prob if solarize else 0.0,
+            flip_prob=config.flip_prob if flip else 0.0,
+            crop_scale=tuple(crop_scale) if crop_scale else config.crop_scale,
         )
 
     return switch(VIEW_I), switch(VIEW_J)

@@ -30,7 +30,8 @@ class Encoder:
         return self.features(clips)
 
 
-def _keras_encoder(model, source):
+def from_keras(model, source):
+    """An Encoder running a Keras backbone in inference mode."""
     forward = tf.function(lambda clips: model(clips, training=False), reduce_retracing=True)
     return Encoder(features=forward, model=model, output_dim=model.output_dim, source=source)
 
@@ -44,7 +45,9 @@ def pretrain_config(model_dir):
         raise FileNotFoundError(f"{model_dir} is not a pretraining run: no config.json")
     with open(path) as f:
         values = json.load(f)
-    values["speed_set"] = tuple(values["speed_set"])
+    for name in ("speed_set", "crop_scale"):
+        if name in values:
+            values[name] = tuple(values[name])
     return PretrainConfig(**values)
 
 
@@ -57,7 +60,7 @@ def from_pretraining(model_dir):
         raise FileNotFoundError(f"{model_dir} has no checkpoint")
     strategy = tf.distribute.get_strategy()
     model, _, _, path = pretraining.restore(config, strategy)
-    return _keras_encoder(model.online_encoder, source=path)
+    return from_keras(model.online_encoder, source=path)
 
 
 def from_saved_model(path):
@@ -79,7 +82,7 @@ def random_init(backbone, width, clip_shape, seed=0):
     keras.utils.set_random_seed(seed)
     model = build_backbone(backbone, width=width)
     model(tf.zeros((1, *clip_shape)))
-    return _keras_encoder(model, source=f"random init (seed {seed})")
+    return from_keras(model, source=f"random init (seed {seed})")
 
 
 def load_encoder(init="pretrained", model_dir=None, saved_model=None, backbone="r3d_18", width=1.0,

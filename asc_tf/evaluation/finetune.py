@@ -310,7 +310,8 @@ def train(model, dataset, train_steps, writer=None, log_every=10, stream=None):
     (means since the previous write) and train/lr to `writer`.
 
     Returns:
-      dict of the last logged values (loss, accuracy, lr).
+      dict of the last logged values (loss, accuracy, lr) and first_loss, the
+      loss of the first step.
     """
     writer = writer or tf.summary.create_noop_writer()
     iterator = iter(dataset)
@@ -318,8 +319,10 @@ def train(model, dataset, train_steps, writer=None, log_every=10, stream=None):
     train_function = model.train_function
     progress = Progress(total=train_steps, desc="finetune", unit="steps", stream=stream)
     logs = {}
+    first_loss = None
     for step in range(1, train_steps + 1):
         logs = {name: float(value) for name, value in train_function(iterator).items()}
+        first_loss = logs["loss"] if first_loss is None else first_loss
         logs["lr"] = float(model.optimizer.learning_rate)
         if not np.isfinite(logs["loss"]):
             raise FloatingPointError(f"loss is {logs['loss']} at step {step}")
@@ -331,7 +334,7 @@ def train(model, dataset, train_steps, writer=None, log_every=10, stream=None):
             model.reset_metrics()
         progress.update(1, extra=f"loss={logs['loss']:.4f} accuracy={logs['accuracy']:.3f} lr={logs['lr']:.2e}")
     progress.close()
-    return logs
+    return dict(logs, first_loss=first_loss)
 
 
 # ----------------------------------------------------------------------------- the run

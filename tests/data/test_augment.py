@@ -146,6 +146,10 @@ def test_byol_views_switch_whole_steps_off_in_both_views():
     view_i, view_j = augment.byol_views()
     probs = (view_i.blur_prob, view_j.blur_prob, view_i.solarize_prob, view_j.solarize_prob)
     assert probs == (1.0, 0.1, 0.0, 0.2)
+    assert (view_i.flip_prob, view_j.flip_prob, view_i.crop_scale) == (0.5, 0.5, (0.2, 1.0))
+    view_i, view_j = augment.byol_views(flip=False, crop_scale=[0.5, 1.0])
+    assert (view_i.flip_prob, view_j.flip_prob) == (0.0, 0.0)
+    assert view_i.crop_scale == view_j.crop_scale == (0.5, 1.0)
 
 
 def test_resize_short_side_keeps_aspect():

@@ -21,18 +21,7 @@ import numpy as np
 import pytest
 
 from asc_tf.data import synthetic
-
-
-def _ridge_classifier(x, y, num_classes, l2=10.0):
-    """Fits x [N, D] -> one-hot y [N] by ridge regression; returns predict: [M, D] -> labels [M]."""
-    mean, std = x.mean(0), x.std(0) + 1e-6
-
-    def design(z):
-        return np.concatenate([(z - mean) / std, np.ones((len(z), 1))], axis=1)
-
-    a = design(x)
-    w = np.linalg.solve(a.T @ a + l2 * np.eye(a.shape[1]), a.T @ np.eye(num_classes)[y])
-    return lambda z: (design(z) @ w).argmax(1)
+from asc_tf.evaluation import probes
 
 
 def _shift_correlation(a, b, reach):
@@ -149,7 +138,7 @@ def test_label_is_in_the_motion_not_in_single_frames(motion):
     labels = features["test"][2]
     accuracy = []
     for kind in (0, 1):
-        predict = _ridge_classifier(features["train"][kind], features["train"][2], num_classes)
+        predict = probes.ridge_classifier(features["train"][kind], features["train"][2], num_classes)
         accuracy.append(np.mean(predict(features["test"][kind]) == labels))
     chance = 1.0 / num_classes
     assert accuracy[0] < chance + 3.0 * np.sqrt(chance * (1.0 - chance) / len(labels)), accuracy
@@ -177,6 +166,6 @@ def test_pattern_playback_stride_is_linearly_readable(strides, at_least):
                 x.append(_motion_energy(video.frames[start:start + 15 * stride + 1:stride], reach))
                 y.append(k)
         features[split] = (np.stack(x), np.array(y))
-    predict = _ridge_classifier(*features["train"], len(strides))
+    predict = probes.ridge_classifier(*features["train"], len(strides))
     accuracy = np.mean(predict(features["test"][0]) == features["test"][1])
     assert accuracy >= at_least, accuracy

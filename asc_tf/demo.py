@@ -1,0 +1,452 @@
+"""The demo: every part of the system on the embedded synthetic set, and what each objective learned.
+
+`run(config, train_data, test_data)` trains and measures each variant, for
+each seed, with the same budget (steps × batch):
+
+  random      no training: a randomly initialised encoder;
+  acp_only    ASCNet with γ = 0 (appearance consistency alone, i.e. BYOL on clips);
+  asc         ASCNet with γ = 0.5 and the appearance-nearest SCP partner;
+  supervised  the same backbone trained with the labels (cross-entropy), an upper bound.
+
+and measures each encoder, frozen (features of the backbone, before any head):
+
+  retrieval_top1/top5  test videos query the training videos (the paper's
+                       protocol with `eval_clips` clips per video instead of 10);
+  linear_probe         test accuracy of a ridge classifier (probes.py) on the
+                       training videos' features;
+  speed_probe          can the features tell a clip's playback stride? A ridge
+                       classifier on single clips at each stride of `speeds`
+                       (training videos), tested on the test videos' clips;
+  same_video_top1      two clips of each test video at the two speeds, each
+                       with its own strong augmentation (the pretraining
+                       views: crops, colour jitter, grayscale, blur,
+                       solarisation): how often the nearest of all clips at
+                       the other speed is the same video's, both ways,
+                       averaged over `same_video_draws` draws of the
+                       augmentation (one draw of 192 videos moves it by
+                       several points). What ACP trains for; without the colour
+                       augmentation, colour alone would solve it even for a
+                       random encoder;
+  effective_rank       of the test videos' features (1 = collapsed);
+  feature_std, neighbour_same_label
+                       the pretraining's own diagnostics at its last step.
+
+Every measure of every variant sees the same clips (fixed evaluation seed).
+`results.json` holds every seed's numbers and their mean and standard
+deviation; `table(results)` prints them.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+VARIANTS = ("random", "acp_only", "asc", "supervised")
+GAMMAS = {"acp_only": 0.0, "asc": 0.5}
+MEASURES = (
+    "retrieval_top1", "retrieval_top5", "linear_probe", "speed_probe", "same_video_top1", "effective_rank",
+    "feature_std", "neighbour_same_label",
+)
+# One seed for every evaluation clip: every encoder is measured on the same clips.
+EVAL_SEED = 20261128
+
+
+@dataclasses.dataclass
+class DemoConfig:
+    """Every setting of a demo run; the defaults take about 8 minutes on 2 CPU cores."""
+
+    output_dir: str = "runs/demo"
+    # the synthetic set (tools.build_tfrecords --layout=synthetic)
+    motion: str = "pattern"
+    train_videos: int = 384
+    test_videos: int = 192
+    video_frames: int = 48
+    video_size: int = 48
+    data_seed: int = 0
+    # the encoder and its clips
+    backbone: str = "r3d_18"
+    width: float = 0.25
+    frames: int = 8
+    crop_size: int = 32
+    speeds: tuple = (1, 2)
+    # the budget, the same for every trained variant
+    steps: int = 1000
+    batch_size: int = 16
+    # self-supervised variants (pretraining.PretrainConfig)
+    optimizer: str = "lars"
+    base_lr: float = 0.3
+    dim: int = 64
+    predictor_hidden: int = 256
+    queue_size: int = 1024
+    tau: float = 0.99
+    # the supervised variant (finetune.compile_classifier: SGD, cosine)
+    supervised_lr: float = 0.4
+    # the runs
+    seeds: tuple = (0,)
+    variants: tuple = VARIANTS
+    # evaluation
+    eval_clips: int = 4
+    probe_clips: int = 2
+    same_video_draws: int = 5
+
+    def __post_init__(self):
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown:
+            raise ValueError(f"unknown variants {unknown}; valid: {', '.join(VARIANTS)}")
+        if len(self.speeds) != 2 or min(self.speeds) < 1 or self.speeds[0] == self.speeds[1]:
+            raise ValueError(f"speeds must be two different positive strides, got {self.speeds}")
+
+    @property
+    def warmup_steps(self):
+        return self.steps // 10
+
+    @property
+    def resize_short(self):
+        from asc_tf.data import augment
+
+        return augment.protocol_resize_short(self.crop_size)
+
+    def run_dir(self, seed, variant):
+        return os.path.join(self.output_dir, f"seed{seed}", variant)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def pretrain_config(config, variant, seed, train_data, export=False):
+    """The PretrainConfig of a self-supervised variant."""
+    from asc_tf.pretraining import PretrainConfig
+
+    return PretrainConfig(
+        train_data=train_data,
+        model_dir=config.run_dir(seed, variant),
+        backbone=config.backbone,
+        width=config.width,
+        dim=config.dim,
+        predictor_hidden=config.predictor_hidden,
+        frames=config.frames,
+        crop_size=config.crop_size,
+        speed_set=tuple(config.speeds),
+        speed_mode="random",
+        flip=False,  # left and right are different classes of the synthetic set
+        gamma=GAMMAS[variant],
+        scp_mode="similar",
+        queue_size=config.queue_size,
+        tau=config.tau,
+        optimizer=config.optimizer,
+        base_lr=config.base_lr,
+        global_batch_size=config.batch_size,
+        train_steps=config.steps,
+        warmup_steps=config.warmup_steps,
+        seed=seed,
+        checkpoint_every=max(1, config.steps // 4),
+        log_every=10,
+        shuffle_buffer=config.train_videos,
+        export=export,
+    )
+
+
+def pretrain(config, variant, seed, train_data, export, stream):
+    """Pretrains (or resumes) one self-supervised variant; returns (Encoder, training record)."""
+    from asc_tf import pretraining
+    from asc_tf.evaluation import encoders
+
+    started = time.monotonic()
+    summary = pretraining.run(pretrain_config(config, variant, seed, train_data, export), stream=stream)
+    first, last = summary["first_logs"] or {}, summary["last_logs"] or {}
+    record = {
+        "first_loss": first.get("loss"),
+        "last_loss": last.get("loss"),
+        "feature_std": last.get("feature_std"),
+        # Only SCP chooses neighbours: with γ = 0 the tracker never runs.
+        "neighbour_same_label": last.get("neighbour_same_label") if GAMMAS[variant] > 0 else None,
+        "train_seconds": time.monotonic() - started,
+    }
+    return encoders.from_pretraining(config.run_dir(seed, variant)), record
+
+
+def train_supervised(config, seed, train_data, num_classes, stream):
+    """The supervised upper bound: the backbone and a linear head trained with labels; returns (Encoder, record)."""
+    import keras
+    import tensorflow as tf
+
+    from asc_tf.evaluation import encoders, finetune
+
+    started = time.monotonic()
+    run_dir = config.run_dir(seed, "supervised")
+    keras.utils.set_random_seed(seed)
+    model = finetune.build_classifier(
+        config.backbone, config.width, num_classes, dropout=0.0,
+        clip_shape=(config.frames, config.crop_size, config.crop_size, 3),
+    )
+    finetune.compile_classifier(model, config.supervised_lr, config.batch_size, config.steps, config.warmup_steps)
+    dataset = finetune.train_dataset(
+        train_data, config.batch_size, config.frames, config.crop_size, stride=min(config.speeds), flip=False,
+        seed=seed, shuffle_buffer=config.train_videos,
+    )
+    writer = tf.summary.create_file_writer(os.path.join(run_dir, "train"))
+    logs = finetune.train(model, dataset, config.steps, writer=writer, stream=stream)
+    model.save_weights(os.path.join(run_dir, "classifier.weights.h5"))
+    record = {
+        "first_loss": logs.get("first_loss"),
+        "last_loss": logs.get("loss"),
+        "train_accuracy": logs.get("accuracy"),
+        "train_seconds": time.monotonic() - started,
+    }
+    return encoders.from_keras(model.encoder, source=run_dir), record
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def _clip_features(encoder, dataset):
+    """Features of every clip of an eval_dataset (batched): [V·N, D] float32, and the labels [V·N]."""
+    import tensorflow as tf
+
+    features, labels = [], []
+    for element in dataset:
+        clips = element["clips"]
+        videos, num_clips = clips.shape[0], clips.shape[1]
+        features.append(encoder(tf.reshape(clips, [videos * num_clips, *clips.shape[2:]])).numpy())
+        labels.append(np.repeat(element["label"].numpy(), num_clips))
+    return np.concatenate(features), np.concatenate(labels)
+
+
+def _view_pairs(config, test_data, draw):
+    """Two strongly augmented clips of each test video, at the two speeds (the pretraining views).
+
+    `draw` numbers independent draws of the augmentation; each is the same for every encoder.
+    """
+    import keras
+
+    from asc_tf.data import augment, pipeline
+
+    # tf.data's seeded random datasets also read TensorFlow's global seed: fix it too, so that
+    # every variant and every training seed is measured on the same clips.
+    keras.utils.set_random_seed(EVAL_SEED + draw)
+    dataset = pipeline.pretrain_dataset(
+        test_data, 1, num_frames=config.frames, crop_size=config.crop_size, speeds=tuple(config.speeds),
+        speed_mode="fixed", augment=augment.byol_views(flip=False), seed=EVAL_SEED + draw, shuffle_buffer=0,
+        repeat=False,
+    )
+    return dataset.unbatch().batch(32)
+
+
+def same_video_top1(encoder, config, test_data):
+    """The same-video measure (module docstring), in percent, averaged over `same_video_draws` draws."""
+    from asc_tf.evaluation import probes
+
+    scores = []
+    for draw in range(config.same_video_draws):
+        view_i, view_j = [], []
+        for batch in _view_pairs(config, test_data, draw):
+            view_i.append(encoder(batch["view_i"]).numpy())
+            view_j.append(encoder(batch["view_j"]).numpy())
+        view_i, view_j = np.concatenate(view_i), np.concatenate(view_j)
+        scores += [probes.same_item_top1(view_i, view_j), probes.same_item_top1(view_j, view_i)]
+    return float(np.mean(scores))
+
+
+def measure(encoder, config, train_data, test_data, stream=None):
+    """The frozen-feature measures of one encoder (module docstring).
+
+    Returns:
+      (dict of measures, (queries, gallery) VideoFeatures with frames for the picture).
+    """
+    from asc_tf.data import pipeline
+    from asc_tf.evaluation import probes, retrieval
+    from asc_tf.progress import Progress
+
+    names = {pattern: retrieval.video_names(pattern) for pattern in (train_data, test_data)}
+
+    def video_features(pattern, count, desc):
+        dataset = pipeline.eval_dataset(
+            pattern, num_clips=config.eval_clips, num_frames=config.frames, stride=min(config.speeds),
+            resize_short=config.resize_short, crop_size=config.crop_size, batch_size=16,
+        )
+        progress = Progress(total=count, desc=desc, unit="videos", stream=stream)
+        return retrieval.extract_features(encoder, dataset, progress=progress, names=names[pattern])
+
+    gallery = video_features(train_data, config.train_videos, "features (train)")
+    queries = video_features(test_data, config.test_videos, "features (test)")
+    top = retrieval.topk_accuracy(queries.features, queries.labels, gallery.features, gallery.labels, ks=(1, 5))
+
+    speed_sets = {}
+    for split, pattern in (("train", train_data), ("test", test_data)):
+        features, labels = [], []
+        for index, stride in enumerate(config.speeds):
+            dataset = pipeline.eval_dataset(
+                pattern, num_clips=config.probe_clips, num_frames=config.frames, stride=stride,
+                resize_short=config.resize_short, crop_size=config.crop_size, batch_size=16,
+            )
+            clip_features, _ = _clip_features(encoder, dataset)
+            features.append(clip_features)
+            labels.append(np.full(len(clip_features), index))
+        speed_sets[split] = (np.concatenate(features), np.concatenate(labels))
+
+
+    measures = {
+        "retrieval_top1": top["top1"],
+        "retrieval_top5": top["top5"],
+        "linear_probe": probes.probe_accuracy(gallery.features, gallery.labels, queries.features, queries.labels),
+        "speed_probe": probes.probe_accuracy(*speed_sets["train"], *speed_sets["test"], num_classes=2),
+        "same_video_top1": same_video_top1(encoder, config, test_data),
+        "effective_rank": probes.effective_rank(queries.features),
+    }
+    return measures, (queries, gallery)
+
+
+# ----------------------------------------------------------------------------- the whole run
+
+
+def _settings_match(path, settings):
+    if not os.path.isfile(path):
+        return False
+    with open(path) as f:
+        return json.load(f).get("settings") == settings
+
+
+def _summary(values):
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return None, None
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def run(config, train_data, test_data, num_classes, stream=None):
+    """Trains and measures every (seed, variant); writes results.json, retrieval.png and the encoder.
+
+    A variant whose run folder holds measures of the same settings is not run
+    again (nor its picture drawn again), so an interrupted demo picks up where
+    it stopped; a pretraining in progress resumes from its newest checkpoint.
+
+    Returns:
+      the results dict (as written to results.json).
+    """
+    import keras
+    from PIL import Image
+
+    from asc_tf.evaluation import encoders, retrieval
+
+    stream = stream or sys.stderr
+    os.makedirs(config.output_dir, exist_ok=True)
+    settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()
+                if k not in ("output_dir", "seeds", "variants")}
+    picture_variant = next((v for v in ("asc", "acp_only", "supervised", "random") if v in config.variants))
+    per_seed = {variant: {} for variant in config.variants}
+    encoder_path = None
+    for seed in config.seeds:
+        for variant in config.variants:
+            run_dir = config.run_dir(seed, variant)
+            saved = os.path.join(run_dir, "measures.json")
+            picture = seed == config.seeds[0] and variant == picture_variant
+            export = seed == config.seeds[0] and variant == "asc"
+            if _settings_match(saved, settings):
+                with open(saved) as f:
+                    per_seed[variant][seed] = json.load(f)["measures"]
+                print(f"[seed {seed}] {variant}: measured before, {saved}", file=stream)
+                if export:
+                    encoder_path = os.path.join(run_dir, "encoder")
+                continue
+            if not _settings_match(saved, settings) and os.path.isdir(run_dir):
+                _remove_run(run_dir)
+            os.makedirs(run_dir, exist_ok=True)
+            keras.backend.clear_session()
+            keras.utils.set_random_seed(seed)
+            print(f"[seed {seed}] {variant}: " + (
+                "random init, no training" if variant == "random" else
+                f"{'training with labels,' if variant == 'supervised' else 'pretraining'} "
+                f"{config.steps} steps of batch {config.batch_size}"), file=stream)
+            clip_shape = (config.frames, config.crop_size, config.crop_size, 3)
+            if variant == "random":
+                encoder, record = encoders.random_init(config.backbone, config.width, clip_shape, seed), {}
+            elif variant == "supervised":
+                encoder, record = train_supervised(config, seed, train_data, num_classes, stream)
+            else:
+                encoder, record = pretrain(config, variant, seed, train_data, export, stream)
+                if export:
+                    encoder_path = os.path.join(run_dir, "encoder")
+            measures, (queries, gallery) = measure(encoder, config, train_data, test_data, stream)
+            measures.update(record)
+            for name in MEASURES + ("first_loss", "last_loss", "train_seconds"):
+                measures.setdefault(name, None)
+            per_seed[variant][seed] = measures
+            with open(saved, "w") as f:
+                json.dump({"settings": settings, "measures": measures}, f, indent=2)
+            print(f"[seed {seed}] {variant}: " + ", ".join(
+                f"{name} {measures[name]:.2f}" for name in MEASURES if measures[name] is not None), file=stream)
+            if picture:
+                image = retrieval.retrieval_picture(queries, gallery, rows=8, neighbours=5)
+                Image.fromarray(image).save(os.path.join(config.output_dir, "retrieval.png"))
+
+    results = {
+        "settings": settings,
+        "seeds": list(config.seeds),
+        "chance": {
+            "retrieval_top1": 100.0 / num_classes,
+            "linear_probe": 100.0 / num_classes,
+            "speed_probe": 50.0,
+            "same_video_top1": 100.0 / config.test_videos,
+        },
+        "variants": {},
+        "files": {
+            "retrieval_png": os.path.join(config.output_dir, "retrieval.png"),
+            "encoder_saved_model": encoder_path,
+            "tensorboard": config.output_dir,
+        },
+    }
+    for variant, seeds in per_seed.items():
+        names = sorted({name for measures in seeds.values() for name in measures})
+        entry = {"seeds": {str(seed): seeds[seed] for seed in config.seeds}, "mean": {}, "std": {}}
+        for name in names:
+            entry["mean"][name], entry["std"][name] = _summary([seeds[seed].get(name) for seed in config.seeds])
+        results["variants"][variant] = entry
+    with open(os.path.join(config.output_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    return results
+
+
+def _remove_run(run_dir):
+    """Removes an earlier run of other settings: only folders this module wrote (a measures.json or a config.json)."""
+    if any(os.path.isfile(os.path.join(run_dir, name)) for name in ("measures.json", "config.json", "classifier.weights.h5")):
+        shutil.rmtree(run_dir)
+    elif os.listdir(run_dir):
+        raise FileExistsError(f"{run_dir} holds files the demo did not write; choose another --output_dir")
+
+
+TABLE_COLUMNS = (
+    ("retrieval_top1", "retr@1"), ("retrieval_top5", "retr@5"), ("linear_probe", "linear"),
+    ("speed_probe", "speed"), ("same_video_top1", "same-video@1"), ("effective_rank", "eff.rank"),
+    ("feature_std", "feat.std"), ("neighbour_same_label", "nbr.same"), ("first_loss", "loss first"),
+    ("last_loss", "loss last"),
+)
+
+
+def table(results):
+    """The results as a Markdown table: mean ± standard deviation over the seeds."""
+    seeds = len(results["seeds"])
+    header = "| variant | " + " | ".join(title for _, title in TABLE_COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (len(TABLE_COLUMNS) + 1)]
+    for variant, entry in results["variants"].items():
+        cells = []
+        for name, _ in TABLE_COLUMNS:
+            mean, std = entry["mean"].get(name), entry["std"].get(name)
+            if mean is None:
+                cells.append("–")
+            elif seeds > 1:
+                cells.append(f"{mean:.2f} ± {std:.2f}")
+            else:
+                cells.append(f"{mean:.2f}")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    chance = results["chance"]
+    lines.append(
+        f"chance: retrieval top-1 and linear probe {chance['retrieval_top1']:.1f} %, speed probe "
+        f"{chance['speed_probe']:.0f} %, same-video top-1 {chance['same_video_top1']:.2f} %; "
+        f"{seeds} seed(s){', mean ± standard deviation' if seeds > 1 else ''}"
+    )
+    return "\n".join(lines)

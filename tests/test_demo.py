@@ -1,0 +1,127 @@
+"""tools.demo end to end at a minutes scale: the files, finite numbers, losses that went down.
+
+No ordering of the variants is asserted: which objective learns what on the
+synthetic set is the question the demo answers, not a property of the code.
+"""
+
+import glob
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+
+from asc_tf import demo
+from asc_tf.evaluation import probes
+
+SMALL = [
+    "--steps=40", "--batch_size=8", "--width=0.125", "--train_videos=24", "--test_videos=12",
+    "--video_frames=24", "--video_size=32", "--frames=8", "--crop_size=32", "--eval_clips=2",
+    "--probe_clips=1",
+]
+
+
+def _demo(output_dir, *extra):
+    return subprocess.run(
+        [sys.executable, "-m", "tools.demo", f"--output_dir={output_dir}", *SMALL, *extra],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("demo")
+    result = _demo(output_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output_dir, result
+
+
+def test_demo_writes_every_file(small_demo):
+    output_dir, result = small_demo
+    for split in ("train", "test"):
+        assert glob.glob(str(output_dir / "data" / split / f"{split}-*.tfrecord")), split
+    assert (output_dir / "results.json").is_file()
+    assert (output_dir / "retrieval.png").stat().st_size > 1000
+    assert (output_dir / "seed0" / "asc" / "encoder" / "saved_model.pb").is_file()
+    for variant in ("acp_only", "asc", "supervised"):
+        assert glob.glob(str(output_dir / "seed0" / variant / "train" / "events.out.tfevents.*")), variant
+        assert (output_dir / "seed0" / variant / "measures.json").is_file()
+    # The printed table has a row per variant.
+    for variant in demo.VARIANTS:
+        assert f"| {variant} |" in result.stdout
+    assert f"encoder SavedModel: {output_dir / 'seed0' / 'asc' / 'encoder'}" in result.stdout
+
+
+def test_demo_numbers_are_finite_and_losses_went_down(small_demo):
+    output_dir, _ = small_demo
+    results = json.loads((output_dir / "results.json").read_text())
+    assert set(results["variants"]) == set(demo.VARIANTS)
+    assert results["chance"]["same_video_top1"] == pytest.approx(100.0 / 12)
+    for variant, entry in results["variants"].items():
+        measures = entry["seeds"]["0"]
+        for name in ("retrieval_top1", "retrieval_top5", "linear_probe", "speed_probe", "same_video_top1"):
+            assert 0.0 <= measures[name] <= 100.0, (variant, name, measures[name])
+        assert measures["retrieval_top1"] <= measures["retrieval_top5"], variant
+        assert 1.0 <= measures["effective_rank"] <= 12.0, (variant, measures["effective_rank"])
+        assert entry["mean"]["retrieval_top1"] == measures["retrieval_top1"]
+        if variant == "random":
+            assert measures["first_loss"] is None and measures["last_loss"] is None
+            continue
+        assert math.isfinite(measures["first_loss"]) and math.isfinite(measures["last_loss"]), variant
+        assert measures["last_loss"] < measures["first_loss"], (variant, measures["first_loss"], measures["last_loss"])
+    for variant in ("acp_only", "asc"):
+        assert 0.0 < results["variants"][variant]["seeds"]["0"]["feature_std"] < 1.0
+    assert 0.0 <= results["variants"]["asc"]["seeds"]["0"]["neighbour_same_label"] <= 1.0
+    assert results["variants"]["acp_only"]["seeds"]["0"]["neighbour_same_label"] is None
+
+
+def test_demo_run_again_reuses_what_is_done(small_demo):
+    output_dir, _ = small_demo
+    before = json.loads((output_dir / "results.json").read_text())
+    result = _demo(output_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "cached in" in result.stderr
+    assert result.stderr.count("measured before") == len(demo.VARIANTS)
+    assert json.loads((output_dir / "results.json").read_text())["variants"] == before["variants"]
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--variants=random,bogus", "--variants"),
+    ("--speeds=2,2", "--speeds"),
+    ("--steps=0", "--steps"),
+    ("--crop_size=64", "--crop_size"),
+    ("--frames=30", "--video_frames"),
+])
+def test_demo_bad_flags_fail_before_any_work(tmp_path, flag, message):
+    result = _demo(tmp_path / "out", flag)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"demo: error: {message}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_ridge_probe_reads_a_linear_label_and_not_noise():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 8))
+    y = (x[:, 2] > 0).astype(np.int64)
+    assert probes.probe_accuracy(x[:300], y[:300], x[300:], y[300:]) >= 90.0  # measured 95.0
+    noise = rng.integers(0, 2, 400)
+    assert 35.0 < probes.probe_accuracy(x[:300], noise[:300], x[300:], noise[300:]) < 65.0
+
+
+def test_effective_rank_of_collapsed_and_spread_features():
+    rng = np.random.default_rng(0)
+    line = rng.standard_normal((100, 1)) * np.ones((1, 16))
+    assert probes.effective_rank(line) == pytest.approx(1.0, abs=1e-6)
+    spread = rng.standard_normal((5000, 16))
+    assert 15.0 < probes.effective_rank(spread) <= 16.0
+
+
+def test_same_item_top1_counts_the_paired_index():
+    gallery = np.eye(4)
+    assert probes.same_item_top1(gallery, gallery) == 100.0
+    assert probes.same_item_top1(gallery[[1, 0, 2, 3]], gallery) == 50.0
