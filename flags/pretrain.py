@@ -53,7 +53,7 @@ def define_pretrain_flags():
     f.DEFINE_float("epochs", 0.0, "Epochs (needs manifest.json beside the shards to count videos); 0 = use --train_steps.")
     f.DEFINE_float("warmup_epochs", 0.0, "Linear warm-up, in epochs (needs the video count) ...")
     f.DEFINE_integer("warmup_steps", None, "... or in steps.")
-    f.DEFINE_integer("seed", 0, "Seed of the data order, augmentations and random SCP partners.")
+    f.DEFINE_integer("seed", 0, "Seed of the initialisation, data order, augmentations and random SCP partners.")
     f.DEFINE_enum("strategy", "auto", STRATEGIES, "tf.distribute strategy.")
     f.DEFINE_integer("cpu_replicas", 0, "Split the CPU into this many logical devices (mirrored on CPU; tests).")
     f.DEFINE_bool("jit_compile", False, "XLA-compile the train step (slower on CPU; try it on GPU).")
