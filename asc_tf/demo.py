@@ -54,6 +54,8 @@ MEASURES = (
 )
 # One seed for every evaluation clip: every encoder is measured on the same clips.
 EVAL_SEED = 20261128
+# The empty file that marks a run folder as the demo's own (and so removable when its settings change).
+RUN_MARK = ".demo_run"
 
 
 @dataclasses.dataclass
@@ -353,9 +355,10 @@ def run(config, train_data, test_data, num_classes, stream=None):
                 if export:
                     encoder_path = os.path.join(run_dir, "encoder")
                 continue
-            if not _settings_match(saved, settings) and os.path.isdir(run_dir):
+            if os.path.isdir(run_dir) and not _resumable(run_dir, config, variant, seed, train_data):
                 _remove_run(run_dir)
             os.makedirs(run_dir, exist_ok=True)
+            open(os.path.join(run_dir, RUN_MARK), "w").close()
             keras.backend.clear_session()
             keras.utils.set_random_seed(seed)
             print(f"[seed {seed}] {variant}: " + (
@@ -411,9 +414,22 @@ def run(config, train_data, test_data, num_classes, stream=None):
     return results
 
 
+def _resumable(run_dir, config, variant, seed, train_data):
+    """True for an interrupted pretraining of these very settings (no measures yet, the same config.json)."""
+    if variant not in GAMMAS or os.path.isfile(os.path.join(run_dir, "measures.json")):
+        return False
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        return False
+    with open(path) as f:
+        saved = json.load(f)
+    wanted = json.loads(json.dumps(dataclasses.asdict(pretrain_config(config, variant, seed, train_data))))
+    return {k: v for k, v in saved.items() if k != "export"} == {k: v for k, v in wanted.items() if k != "export"}
+
+
 def _remove_run(run_dir):
-    """Removes an earlier run of other settings: only folders this module wrote (a measures.json or a config.json)."""
-    if any(os.path.isfile(os.path.join(run_dir, name)) for name in ("measures.json", "config.json", "classifier.weights.h5")):
+    """Removes an earlier or interrupted run of other settings: only folders this module wrote (marked)."""
+    if os.path.isfile(os.path.join(run_dir, RUN_MARK)):
         shutil.rmtree(run_dir)
     elif os.listdir(run_dir):
         raise FileExistsError(f"{run_dir} holds files the demo did not write; choose another --output_dir")

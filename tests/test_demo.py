@@ -8,8 +8,10 @@ import glob
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -88,6 +90,39 @@ def test_demo_run_again_reuses_what_is_done(small_demo):
     assert "cached in" in result.stderr
     assert result.stderr.count("measured before") == len(demo.VARIANTS)
     assert json.loads((output_dir / "results.json").read_text())["variants"] == before["variants"]
+
+
+def test_demo_with_other_settings_measures_again(small_demo):
+    """Runs last on the shared folder: it replaces the random variant's measures."""
+    output_dir, _ = small_demo
+    result = _demo(output_dir, "--variants=random", "--eval_clips=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "random init, no training" in result.stderr and "measured before" not in result.stderr
+    saved = json.loads((output_dir / "seed0" / "random" / "measures.json").read_text())
+    assert saved["settings"]["eval_clips"] == 1
+    assert set(json.loads((output_dir / "results.json").read_text())["variants"]) == {"random"}
+
+
+def test_demo_killed_during_pretraining_resumes_it(tmp_path):
+    output_dir = tmp_path / "demo"
+    args = [sys.executable, "-m", "tools.demo", f"--output_dir={output_dir}", *SMALL, "--steps=400",
+            "--variants=acp_only", "--same_video_draws=1"]
+    process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    checkpoints = output_dir / "seed0" / "acp_only" / "checkpoints"
+    deadline = time.monotonic() + 600
+    while not glob.glob(str(checkpoints / "ckpt-*.index")):
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint within 600 s"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (output_dir / "seed0" / "acp_only" / "measures.json").exists()
+
+    result = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from" in result.stderr and "ckpt-" in result.stderr
+    measures = json.loads((output_dir / "results.json").read_text())["variants"]["acp_only"]["seeds"]["0"]
+    assert math.isfinite(measures["same_video_top1"])
 
 
 @pytest.mark.parametrize("flag, message", [

@@ -1,4 +1,4 @@
-"""The README's first command: a backbone forward on a random clip, and its flag errors."""
+"""The smallest real job the README names: a backbone forward on a random clip, and its flag errors."""
 
 import os
 import subprocess
