@@ -207,16 +207,15 @@ def train_supervised(config, seed, train_data, num_classes, stream):
 
 
 def _clip_features(encoder, dataset):
-    """Features of every clip of an eval_dataset (batched): [V·N, D] float32, and the labels [V·N]."""
+    """Features of every clip of an eval_dataset (batched): [V·N, D] float32."""
     import tensorflow as tf
 
-    features, labels = [], []
+    features = []
     for element in dataset:
         clips = element["clips"]
         videos, num_clips = clips.shape[0], clips.shape[1]
         features.append(encoder(tf.reshape(clips, [videos * num_clips, *clips.shape[2:]])).numpy())
-        labels.append(np.repeat(element["label"].numpy(), num_clips))
-    return np.concatenate(features), np.concatenate(labels)
+    return np.concatenate(features)
 
 
 def _view_pairs(config, test_data, draw):
@@ -254,8 +253,16 @@ def same_video_top1(encoder, config, test_data):
     return float(np.mean(scores))
 
 
-def measure(encoder, config, train_data, test_data, stream=None):
+def _video_names(*patterns):
+    from asc_tf.evaluation import retrieval
+
+    return {pattern: retrieval.video_names(pattern) for pattern in patterns}
+
+
+def measure(encoder, config, train_data, test_data, stream=None, names=None):
     """The frozen-feature measures of one encoder (module docstring).
+
+    `names`: {file pattern: retrieval.video_names(pattern)} of both splits, read once per run; None reads them.
 
     Returns:
       (dict of measures, (queries, gallery) VideoFeatures with frames for the picture).
@@ -264,7 +271,7 @@ def measure(encoder, config, train_data, test_data, stream=None):
     from asc_tf.evaluation import probes, retrieval
     from asc_tf.progress import Progress
 
-    names = {pattern: retrieval.video_names(pattern) for pattern in (train_data, test_data)}
+    names = names or _video_names(train_data, test_data)
 
     def video_features(pattern, count, desc):
         dataset = pipeline.eval_dataset(
@@ -286,7 +293,7 @@ def measure(encoder, config, train_data, test_data, stream=None):
                 pattern, num_clips=config.probe_clips, num_frames=config.frames, stride=stride,
                 resize_short=config.resize_short, crop_size=config.crop_size, batch_size=16,
             )
-            clip_features, _ = _clip_features(encoder, dataset)
+            clip_features = _clip_features(encoder, dataset)
             features.append(clip_features)
             labels.append(np.full(len(clip_features), index))
         speed_sets[split] = (np.concatenate(features), np.concatenate(labels))
@@ -341,7 +348,8 @@ def run(config, train_data, test_data, num_classes, stream=None):
                 if k not in ("output_dir", "seeds", "variants")}
     picture_variant = next((v for v in ("asc", "acp_only", "supervised", "random") if v in config.variants))
     per_seed = {variant: {} for variant in config.variants}
-    encoder_path = None
+    names = _video_names(train_data, test_data)
+    encoder_path = os.path.join(config.run_dir(config.seeds[0], "asc"), "encoder") if "asc" in config.variants else None
     for seed in config.seeds:
         for variant in config.variants:
             run_dir = config.run_dir(seed, variant)
@@ -352,15 +360,13 @@ def run(config, train_data, test_data, num_classes, stream=None):
                 with open(saved) as f:
                     per_seed[variant][seed] = json.load(f)["measures"]
                 print(f"[seed {seed}] {variant}: measured before, {saved}", file=stream)
-                if export:
-                    encoder_path = os.path.join(run_dir, "encoder")
                 continue
             if os.path.isdir(run_dir) and not _resumable(run_dir, config, variant, seed, train_data):
                 _remove_run(run_dir)
             os.makedirs(run_dir, exist_ok=True)
             open(os.path.join(run_dir, RUN_MARK), "w").close()
+            # Each variant seeds itself (random_init, train_supervised, pretraining.run).
             keras.backend.clear_session()
-            keras.utils.set_random_seed(seed)
             print(f"[seed {seed}] {variant}: " + (
                 "random init, no training" if variant == "random" else
                 f"{'training with labels,' if variant == 'supervised' else 'pretraining'} "
@@ -372,9 +378,7 @@ def run(config, train_data, test_data, num_classes, stream=None):
                 encoder, record = train_supervised(config, seed, train_data, num_classes, stream)
             else:
                 encoder, record = pretrain(config, variant, seed, train_data, export, stream)
-                if export:
-                    encoder_path = os.path.join(run_dir, "encoder")
-            measures, (queries, gallery) = measure(encoder, config, train_data, test_data, stream)
+            measures, (queries, gallery) = measure(encoder, config, train_data, test_data, stream, names)
             measures.update(record)
             for name in MEASURES + ("first_loss", "last_loss", "train_seconds"):
                 measures.setdefault(name, None)

@@ -7,7 +7,6 @@ synthetic set is the question the demo answers, not a property of the code.
 import glob
 import json
 import math
-import os
 import signal
 import subprocess
 import sys

@@ -49,7 +49,8 @@ absl_flags.DEFINE_integer("test_videos", 192, "Synthetic test videos (the querie
 absl_flags.DEFINE_integer("video_frames", 48, "Frames per synthetic video.")
 absl_flags.DEFINE_integer("video_size", 48, "Synthetic frame height and width.")
 absl_flags.DEFINE_integer("data_seed", 0, "Seed of the synthetic set (the same for every training seed).")
-absl_flags.DEFINE_integer("eval_clips", 4, "Clips per video for retrieval and the linear probe (the paper's 10, scaled down).")
+absl_flags.DEFINE_integer("eval_clips", 4,
+                          "Clips per video for retrieval and the linear probe (the paper's 10, scaled down).")
 absl_flags.DEFINE_integer("probe_clips", 2, "Clips per video and speed for the speed probe.")
 absl_flags.DEFINE_integer("same_video_draws", 5, "Augmentation draws averaged by the same-video measure.")
 FLAGS = flags.FLAGS

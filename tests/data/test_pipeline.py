@@ -254,7 +254,7 @@ def test_repeated_pipeline_over_only_unusable_records_ends_instead_of_hanging(tm
 
 def test_corrupt_framing_skips_the_rest_of_that_shard_only(tmp_path):
     first = _write(tmp_path / "a.tfrecord", [(_counting_video(4), 0, vid) for vid in range(6)])
-    second = _write(tmp_path / "b.tfrecord", [(_counting_video(4), 0, vid) for vid in range(10, 13)])
+    _write(tmp_path / "b.tfrecord", [(_counting_video(4), 0, vid) for vid in range(10, 13)])
     data = bytearray(open(first, "rb").read())
     middle = len(data) // 2
     data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
