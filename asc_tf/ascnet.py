@@ -46,6 +46,32 @@ METRICS = (
 )
 
 
+# Replicas whose input positions a checkpoint can hold (`ASCNet.data_position`).
+MAX_REPLICAS = 4096
+
+
+def all_gather(replica, values):
+    """Each tensor of `values` concatenated over the replicas along axis 0, in replica order.
+
+    Not `ReplicaContext.all_gather`, which fails under MultiWorkerMirroredStrategy
+    in TF 2.21 ("destinations can not be empty"): each replica writes its
+    tensor into its own slot of a zero tensor and one all-reduce sums them
+    (exact: every element is a value plus zeros). Every replica's tensors must
+    have the same shape (per-replica batches are equal: remainders dropped).
+    """
+    count = replica.num_replicas_in_sync
+    if count == 1:
+        return list(values)
+    slot = tf.one_hot(replica.replica_id_in_sync_group, count, dtype=tf.int32)
+    placed = []
+    for value in values:
+        mask = tf.reshape(tf.cast(slot, value.dtype), [count] + [1] * value.shape.rank)
+        placed.append(mask * value[None])
+    # One all-reduce per tensor: a batched one needs one dtype and one placement (host or device).
+    summed = [replica.all_reduce(tf.distribute.ReduceOp.SUM, p) for p in placed]
+    return [tf.reshape(total, [-1, *value.shape[1:]]) for total, value in zip(summed, values)]
+
+
 def l2_normalize(x):
     return tf.math.l2_normalize(tf.cast(x, tf.float32), axis=-1)
 
@@ -149,6 +175,18 @@ class ASCNet(keras.Model):
             else None
         )
         self.queue = FeatureQueue(queue_size, dim, name="queue")
+        # Where each replica's input stream stands: the last record position it trained on
+        # (`pipeline.split_position`), -1 before the first step and past the replica count;
+        # saved with the model for an exact resume. Fixed length, so that a checkpoint
+        # restores under any replica count.
+        self.data_position = self.add_weight(
+            shape=(MAX_REPLICAS,),
+            dtype="int64",
+            initializer=keras.initializers.Constant(-1),
+            trainable=False,
+            aggregation="only_first_replica",
+            name="data_position",
+        )
         self.trackers = {name: keras.metrics.Mean(name=name) for name in METRICS}
 
     # ------------------------------------------------------------------ building
@@ -238,7 +276,7 @@ class ASCNet(keras.Model):
         feat_i, feat_j = speed_feats[:batch], speed_feats[batch : 2 * batch]
 
         # Candidates for SCP: the queue and the whole global batch (both clips of every video).
-        gathered = [replica.all_gather(t, axis=0) for t in (key_i, key_j, feat_i, feat_j, ids, speed_i, speed_j, labels)]
+        gathered = all_gather(replica, (key_i, key_j, feat_i, feat_j, ids, speed_i, speed_j, labels))
         g_key_i, g_key_j, g_feat_i, g_feat_j, g_ids, g_speed_i, g_speed_j, g_labels = gathered
         q_keys, q_feats, q_ids, q_speeds, q_labels, q_valid = self.queue.contents()
         cand_keys = tf.concat([q_keys, g_key_i, g_key_j], axis=0)
@@ -309,6 +347,9 @@ class ASCNet(keras.Model):
              tf.concat([g_speed_i, g_speed_j], 0), tf.concat([g_labels, g_labels], 0))
         )
 
+        if "position" in data:
+            self._record_position(tf.reduce_max(tf.cast(data["position"], tf.int64)))
+
         masks = tf.concat(scp_masks, axis=0)
         normalised = l2_normalize(features)
         values = {
@@ -342,6 +383,16 @@ class ASCNet(keras.Model):
                 strategy.extended.update(target.value, _ema, args=(online.value, tau), group=False)
 
         tf.distribute.get_replica_context().merge_call(merge, args=(tau,))
+
+    def _record_position(self, last):
+        """data_position ← every replica's last record position (identical on every replica)."""
+        (positions,) = all_gather(tf.distribute.get_replica_context(), (last[None],))
+        positions = tf.pad(positions, [[0, MAX_REPLICAS - tf.shape(positions)[0]]], constant_values=-1)
+
+        def merge(strategy, positions):
+            strategy.extended.update(self.data_position.value, lambda v, p: v.assign(p), args=(positions,), group=False)
+
+        tf.distribute.get_replica_context().merge_call(merge, args=(positions,))
 
     def _enqueue(self, rows):
         """Writes the global batch's clips into the queue (identical rows on every replica)."""

@@ -35,16 +35,12 @@ def make_strategy(kind="auto"):
     """Returns a `tf.distribute.Strategy` (see the module docstring)."""
     if kind not in STRATEGIES:
         raise ValueError(f"unknown strategy {kind!r}; valid: {', '.join(STRATEGIES)}")
+    if kind == "multi_worker" or (kind == "auto" and _cluster_size() > 1):
+        # Before anything lists devices: collective ops must be configured before TensorFlow's runtime starts.
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if kind == "auto":
-        if _cluster_size() > 1:
-            kind = "multi_worker"
-        elif len(gpus) > 1:
-            kind = "mirrored"
-        else:
-            kind = "one_device"
-    if kind == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        kind = "mirrored" if len(gpus) > 1 else "one_device"
     if kind == "mirrored":
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=devices)

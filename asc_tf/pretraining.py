@@ -1,8 +1,8 @@
 """The pretraining run: strategy, data, model, optimiser, TensorBoard, checkpoints, resume, export.
 
-`run(config)` is what `python -m tools.pretrain` calls. The loop is Keras's
-own compiled train function (`model.make_train_function()`, i.e. ASCNet's
-`train_step` under `strategy.run`) driven step by step, so that checkpoints,
+`run(config)` is what `python -m tools.pretrain` calls. The loop is a
+compiled train function (`make_train_function`: ASCNet's `train_step` under
+`strategy.run`, as Keras builds it) driven step by step, so that checkpoints,
 summaries and the NaN check happen at exact step boundaries:
 
   model_dir/
@@ -16,27 +16,37 @@ summaries and the NaN check happen at exact step boundaries:
 A checkpoint holds everything needed to continue: online and target networks,
 heads and predictors (the model), the optimiser with its step counter and
 slots, and the feature queue (features, ids, speeds, labels, pointer), all as
-variables of the model. The data position is not stored: a run resumed at
-step s reads its data with the seed (seed, s), so it continues on fresh
-draws instead of replaying the first batches — the order of the data differs
-from an uninterrupted run, the distribution does not. Re-running the same
-command resumes from the newest checkpoint.
+variables of the model, and where each input pipeline stands in its record
+stream (`ASCNet.data_position`). The stream is a function of the seed alone
+(`pipeline.pretrain_dataset`), so a resumed run rebuilds it, skips the records
+already trained on without decoding them, and continues with exactly the
+batches, clips and augmentations an uninterrupted run would have had: the
+final state equals that of an uninterrupted run (tests/test_preemption.py).
+Re-running the same command resumes from the newest checkpoint.
+
+Skipped input: `pipeline.InputStats` counts records that failed to parse or
+decode and TFRecord files with damaged framing; both go to TensorBoard
+(input/records_skipped, input/shards_cut_short) and the run's summary.
 
 TensorFlow writes a checkpoint to temporary files and renames them, and
 updates the `checkpoint` index last, so a process killed while saving leaves
-the previous checkpoint as the newest readable one.
+the previous checkpoint as the newest readable one; the next run deletes the
+temporary folder (ckpt-<step>_temp) the killed one left.
 """
 
 import dataclasses
+import glob
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from asc_tf import distribute, optim
 from asc_tf.ascnet import ASCNet
@@ -155,12 +165,28 @@ def _views(config):
     )
 
 
-def make_dataset(config, strategy, start_step):
-    """The distributed two-view dataset, seeded by (seed, start_step) so a resumed run draws afresh."""
+def make_dataset(config, strategy, positions=None, stats=None):
+    """The distributed two-view dataset; each input pipeline starts after the positions its replicas reached.
+
+    `positions` is the model's `data_position` (one per replica; -1: nothing
+    read yet). Replicas are numbered worker by worker, so pipeline w serves
+    replicas w·L ... w·L + L − 1, and starts one past the furthest of them.
+    """
     views = _views(config)
-    seed = int(np.random.default_rng([config.seed, start_step]).integers(2**31 - 1))
+    replicas = strategy.num_replicas_in_sync
+    positions = np.full([replicas], -1) if positions is None else np.asarray(positions)
+    saved = int(np.sum(positions >= 0))  # after a step, every replica of the saving run has a position
+    if saved and saved != replicas:
+        # Saved under another replica count: the streams were sharded otherwise. Start every
+        # pipeline at the next epoch of the furthest one.
+        epoch, _ = pipeline.split_position(int(positions.max()))
+        logging.warning("the checkpoint was written by %d replicas, this run has %d: the data restarts at epoch %d",
+                        saved, replicas, epoch + 1)
+        positions = np.full([replicas], (epoch + 1) * pipeline.EPOCH_STRIDE - 1)
 
     def dataset_fn(context):
+        per_pipeline = replicas // context.num_input_pipelines
+        mine = positions[context.input_pipeline_id * per_pipeline : (context.input_pipeline_id + 1) * per_pipeline]
         return pipeline.pretrain_dataset(
             config.train_data,
             config.global_batch_size,
@@ -170,9 +196,12 @@ def make_dataset(config, strategy, start_step):
             speed_mode=config.speed_mode,
             augment=views,
             third_view=config.scp_mode == "same",
-            seed=seed,
+            seed=config.seed,
             input_context=context,
             shuffle_buffer=config.shuffle_buffer,
+            stats=stats,
+            start_position=int(mine.max()) + 1,
+            with_position=True,
         )
 
     return strategy.distribute_datasets_from_function(dataset_fn)
@@ -248,6 +277,9 @@ def restore(config, strategy):
     model = build_model(config, strategy)
     checkpoint = make_checkpoint(model)
     checkpoint_dir = os.path.join(distribute.worker_dir(strategy, config.model_dir), "checkpoints")
+    # A process killed while saving leaves its temporary folder; the checkpoint it was writing never counted.
+    for stale in glob.glob(os.path.join(checkpoint_dir, "ckpt-*_temp")):
+        shutil.rmtree(stale, ignore_errors=True)
     manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=config.keep_checkpoints)
     # On a worker the scratch folder is empty: every task restores the chief's newest checkpoint.
     latest = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
@@ -256,8 +288,37 @@ def restore(config, strategy):
     return model, checkpoint, manager, latest
 
 
+def make_train_function(model, strategy, jit_compile=False):
+    """iterator -> logs: one `model.train_step` on every replica, the logs averaged over replicas.
+
+    What Keras's `make_train_function` builds, less what this loop does not
+    use (steps_per_execution), and with a reduction that works under
+    MultiWorkerMirroredStrategy: Keras 3 reduces scalar logs there with
+    `strategy.reduce(MEAN, v, axis=0)`, which fails on 0-d tensors.
+    """
+
+    def one_step(data):
+        return strategy.run(model.train_step, args=(data,))
+
+    if jit_compile:
+        one_step = tf.function(one_step, jit_compile=True, reduce_retracing=True)
+
+    @tf.function(reduce_retracing=True)
+    def train_function(iterator):
+        logs = one_step(next(iterator))
+        return {name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None) for name, value in logs.items()}
+
+    return train_function
+
+
+def _drop_scratch(strategy, model_dir):
+    """On a non-chief task: deletes what it just had to write (saves are collective); the chief's copy counts."""
+    if not distribute.is_chief(strategy):
+        shutil.rmtree(distribute.worker_dir(strategy, model_dir), ignore_errors=True)
+
+
 def run(config, strategy=None, stream=None, monitor=None):
-    """Pretrains (or resumes) and returns a summary dict.
+    """Pretrains (or resumes) and returns a summary dict (with the trained ASCNet under "model").
 
     `monitor` (an `evaluation.monitor.RetrievalMonitor`, or None) runs on the
     chief at the steps it is due, after that step's scalars, and writes into
@@ -283,7 +344,7 @@ def run(config, strategy=None, stream=None, monitor=None):
     start = int(model.optimizer.iterations.numpy())
     summary = {"start_step": start, "resumed_from": latest, "replicas": strategy.num_replicas_in_sync}
     if start >= config.train_steps:
-        summary.update(end_step=start, first_logs=None, last_logs=None)
+        summary.update(end_step=start, first_logs=None, last_logs=None, model=model)
         return summary
 
     writer = (
@@ -294,9 +355,9 @@ def run(config, strategy=None, stream=None, monitor=None):
     if chief and start == 0:
         _write_view_grid(config, writer)
 
-    iterator = iter(make_dataset(config, strategy, start))
-    model.make_train_function()
-    train_function = model.train_function
+    stats = pipeline.InputStats()
+    iterator = iter(make_dataset(config, strategy, model.data_position.numpy(), stats))
+    train_function = make_train_function(model, strategy, config.jit_compile)
     progress = Progress(total=config.train_steps - start, desc="pretrain", unit="steps", stream=stream)
     first_logs = last_logs = None
     step = start
@@ -316,16 +377,25 @@ def run(config, strategy=None, stream=None, monitor=None):
                 for name, value in logs.items():
                     tf.summary.scalar(name, value, step=step)
                 tf.summary.scalar("steps_per_second", (step - start) / (time.monotonic() - started), step=step)
+                for name, value in stats.as_dict().items():
+                    tf.summary.scalar(f"input/{name}", value, step=step)
             writer.flush()
             model.reset_metrics()
         if monitor is not None and chief and monitor.due(step, final=step == config.train_steps):
             monitor(model.online_encoder, step, writer)
-        progress.update(1, extra=f"loss={logs['loss']:.4f} loss_a={logs['loss_a']:.4f} loss_m={logs['loss_m']:.4f}")
+        extra = f"loss={logs['loss']:.4f} loss_a={logs['loss_a']:.4f} loss_m={logs['loss_m']:.4f}"
+        skipped = stats.as_dict()
+        if any(skipped.values()):
+            extra += f" skipped records={skipped['records_skipped']} cut shards={skipped['shards_cut_short']}"
+        progress.update(1, extra=extra)
         if step % config.checkpoint_every == 0 or step == config.train_steps:
             manager.save(checkpoint_number=step)
+            _drop_scratch(strategy, config.model_dir)
     progress.close()
     writer.flush()
     if config.export:
         export_encoder(model, distribute.worker_dir(strategy, config.model_dir), config)
-    summary.update(end_step=step, first_logs=first_logs, last_logs=last_logs, checkpoint=manager.latest_checkpoint)
+        _drop_scratch(strategy, config.model_dir)
+    summary.update(end_step=step, first_logs=first_logs, last_logs=last_logs, checkpoint=manager.latest_checkpoint,
+                   input=stats.as_dict(), model=model)
     return summary

@@ -6,8 +6,8 @@ What is timed:
                 settings: r3d_18 at width 1.0, 256-d linear projection heads,
                 4096-wide predictors, a K-row feature queue, speeds {4, 8}, LARS.
                 TF: the model `asc_tf.pretraining.build_model` builds, driven
-                as a real run drives it (`model.make_train_function()`, then
-                `model.train_function(iterator)`) over a small in-memory
+                as a real run drives it (`pretraining.make_train_function`, then
+                `train_function(iterator)`) over a small in-memory
                 `tf.data` set of random float32 clips; each call is timed up to
                 `float(logs["loss"])`. PyTorch: `bench.torch_asc_step`, the
                 same algorithm on torchvision's r3d_18, in a subprocess (the two
@@ -55,7 +55,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from asc_tf.pretraining import PretrainConfig, build_model  # noqa: E402
+from asc_tf.pretraining import PretrainConfig, build_model, make_train_function  # noqa: E402
 from asc_tf.queue import select_scp_targets  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,11 +111,11 @@ class TFStep:
         self.model = build_model(config, self.strategy)
         dataset = make_dataset(batch, args.frames, args.size)
         self.iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
-        self.model.make_train_function()
+        self.train_function = make_train_function(self.model, self.strategy, config.jit_compile)
 
     def __call__(self):
         start = time.perf_counter()
-        logs = self.model.train_function(self.iterator)
+        logs = self.train_function(self.iterator)
         loss = float(logs["loss"])
         elapsed = time.perf_counter() - start
         if not np.isfinite(loss):

@@ -14,6 +14,7 @@ TensorBoard logs in <output_dir>/tensorboard. See asc_tf/evaluation/retrieval.py
 
 import json
 import os
+import sys
 
 from absl import flags as absl_flags
 
@@ -56,10 +57,12 @@ def main(argv):
         width=FLAGS.width, clip_shape=(FLAGS.frames, FLAGS.crop_size, FLAGS.crop_size, 3), seed=FLAGS.seed,
     )
 
+    stats = pipeline.InputStats()
+
     def features(pattern, desc):
         dataset = pipeline.eval_dataset(
             pattern, num_clips=FLAGS.num_clips, num_frames=FLAGS.frames, stride=FLAGS.stride,
-            resize_short=FLAGS.resize_short, crop_size=FLAGS.crop_size,
+            resize_short=FLAGS.resize_short, crop_size=FLAGS.crop_size, stats=stats,
         )
         progress = Progress(total=count_videos(pattern), desc=desc, unit="videos")
         return retrieval.extract_features(encoder, dataset, progress=progress, names=retrieval.video_names(pattern))
@@ -77,6 +80,7 @@ def main(argv):
         "num_gallery": len(gallery),
         "num_clips": FLAGS.num_clips,
         "encoder": encoder.source,
+        "input": stats.as_dict(),
         "flags": {name: FLAGS[name].value for name in RECORDED_FLAGS},
     }
     with open(os.path.join(FLAGS.output_dir, "retrieval.json"), "w") as f:
@@ -92,6 +96,9 @@ def main(argv):
     topk = " ".join(f"{name} {value:.2f}" for name, value in accuracy.items())
     print(f"retrieval top-k (%), {len(queries)} queries, {len(gallery)} gallery videos, {FLAGS.num_clips} clips: "
           f"{topk}  [{encoder.source}]")
+    if any(stats.as_dict().values()):
+        print(f"skipped: {stats.records_skipped.numpy()} unreadable records, {stats.shards_cut_short.numpy()} "
+              "TFRecord files with damaged framing (their remaining records)", file=sys.stderr)
     return 0
 
 

@@ -30,19 +30,41 @@ Decisions:
 - Size: the shorter side becomes `short_side`, the longer one keeps the
   aspect ratio (rounded, at least 1); a video already that small or smaller
   is never upsampled (that adds bytes, not information); 0 keeps every size.
+  Whatever `short_side`, a video whose first frame has a shorter side under
+  MIN_SIDE (16 px: "too small: 2x2, ...") or a longer side over MAX_ASPECT (4)
+  times the shorter ("aspect ratio 250:1 (4000x16) exceeds 4:1") is rejected:
+  it holds no usable picture, and the evaluation pipeline, which scales the
+  short side to 128 px, would make a 4000x16 clip 32000 px wide.
+  Real formats stay well inside (21:9 is 2.4:1, 32:9 is 3.6:1, portrait 9:16
+  is 1.8:1). A one-frame video is kept: it is a valid (static) video and the
+  input pipeline loops short videos, so it gives a static clip.
+- Orientation: the display matrix (the rotation metadata of phone videos,
+  read as FFmpeg's per-frame side data) is applied, as a player does: a
+  phone video stored 1920x1080 with "rotate=90" is stored upright as
+  1080x1920 (resized to 128x228), the short-side rule applying to the upright
+  frame. The eight right-angle orientations (rotations by multiples of 90
+  degrees, mirrored or not) are applied; another angle is left as stored.
+  The matrix of the first frame holds for the whole video.
 - Frame rate: `fps` > 0 resamples by timestamp; output frame k shows the last
   source frame whose time (from the first frame) is <= k / fps, so
   downsampling drops frames and upsampling repeats them. `fps` = 0 keeps
   every decoded frame and stores the container's average rate.
 - Damaged input is rejected, never fatal, and listed in rejects.tsv: cannot
-  open, not a video (an image or text format FFmpeg happens to read), no video
-  stream, no frames, a damaged packet (the demuxer's flag; this is how a cut
-  file shows) or a decode error after some frames ("truncated": a broken
-  download stores a different video than its label describes; the list says
-  which files to fetch again), too large for one record, timeout, decoder
-  died. A file that ends early without any sign of damage (an AVI cut at a
-  packet boundary) is kept but listed under "short" in the manifest when it
-  decoded under 90 % of the frames its header declares.
+  open (empty, text or garbage named .mp4, an MP4/MOV cut before its index),
+  not a video (an image or text format FFmpeg happens to read), no video
+  stream, no frames, too small, extreme aspect ratio, a damaged packet (the
+  demuxer's flag; this is how a cut MP4 or AVI shows), a last frame the
+  decoder flags as damaged (how a cut MPEG-1/2 program stream shows) or a
+  decode error after some frames ("truncated": a broken download stores a
+  different video than its label describes; the list says which files to
+  fetch again), too large for one record, timeout, decoder died. A file that
+  ends early without any sign of damage (an AVI cut at a packet boundary, a
+  Matroska/WebM file cut anywhere: its demuxer drops the partial block
+  silently) is kept but listed under "short" in the manifest when it decoded
+  under 90 % of the frames its header declares (its frame count, or for
+  Matroska/WebM its duration times the frame rate). Streams with no length in
+  their header (Ogg, MPEG program and transport streams) cut at a packet
+  boundary are valid shorter videos: they are kept, and cannot be listed.
 - Missing videos (named by a split file or CSV, absent on disk) are listed
   in the manifest's "missing" list AND in rejects.tsv with reason "missing",
   so rejects.tsv alone lists every named video that is not in the shards.
@@ -57,7 +79,6 @@ Decisions:
   listing and the sidecars only, so it is the same whether or not the run was
   interrupted, except its "run" section (timing). One dataset per output
   directory; a lock file keeps two runs from writing it at once.
-- Rotation metadata (phone videos) is not applied.
 """
 
 import csv
@@ -96,6 +117,13 @@ SHORT_FRACTION = 0.9
 MAX_RECORD_BYTES = 1 << 30
 # FFmpeg demuxers that read still images or text, which are not videos.
 _NOT_VIDEO_FORMATS = ("image2", "tty")
+# Containers whose header records the duration (written when the file is finished); the others'
+# duration is FFmpeg's estimate from the file itself, or absent.
+_DURATION_IN_HEADER = ("matroska,webm",)
+# Smallest shorter side, in pixels, of a video worth storing.
+MIN_SIDE = 16
+# Largest longer side : shorter side of a video worth storing.
+MAX_ASPECT = 4.0
 _WORKER_START_SECONDS = 300.0
 
 
@@ -129,7 +157,8 @@ class DecodedVideo(NamedTuple):
     width: int
     height: int
     source_frames: int  # frames decoded from the source
-    declared_frames: int  # frames the container header declares (0 when it does not)
+    declared_frames: int  # frames the header declares: its count, or a Matroska duration x rate
+    # (0 when it declares neither)
     reached_end: bool  # decoding ran to the end of the stream (not cut by max_frames)
 
 
@@ -378,8 +407,65 @@ def _rgb(frame, width, height):
     return frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA")
 
 
+class Orientation(NamedTuple):
+    """How to show a stored frame upright: transpose first, then flip rows and/or columns."""
+
+    transpose: bool
+    flip_rows: bool
+    flip_columns: bool
+
+
+def orientation(matrix):
+    """A display matrix (FFmpeg's 9 int32, 16.16 fixed point) -> Orientation, None if upright.
+
+    FFmpeg maps a stored pixel (x, y) to the displayed (a x + c y, b x + d y)
+    with a, b, c, d = matrix[0], matrix[1], matrix[3], matrix[4] (x to the
+    right, y down). Only the eight right-angle orientations (rotations by a
+    multiple of 90 degrees, possibly mirrored) are handled; any other matrix
+    (an arbitrary angle, all zeros) gives None: the frame is kept as stored.
+    """
+    a, b, c, d = (float(matrix[i]) for i in (0, 1, 3, 4))
+    if abs(b) + abs(c) < 0.01 * (abs(a) + abs(d)):  # 0 or 180 degrees, maybe mirrored
+        result = Orientation(False, d < 0, a < 0)
+    elif abs(a) + abs(d) < 0.01 * (abs(b) + abs(c)):  # 90 or 270 degrees, maybe mirrored
+        result = Orientation(True, b < 0, c < 0)
+    else:
+        return None
+    return result if any(result) else None
+
+
+def _frame_orientation(frame):
+    """The Orientation of a PyAV frame's display matrix side data; None for arrays or none."""
+    if isinstance(frame, np.ndarray):
+        return None
+    try:
+        for data in frame.side_data:
+            if getattr(data.type, "name", "") == "DISPLAYMATRIX":
+                return orientation(np.frombuffer(bytes(data), np.int32)[:9])
+    except Exception:  # side data this PyAV cannot read: keep the frame as stored
+        return None
+    return None
+
+
+def _orient(array, turn):
+    """[H, W, 3] as stored -> as displayed, by an Orientation (None: unchanged)."""
+    if turn is None:
+        return array
+    if turn.transpose:
+        array = array.transpose(1, 0, 2)
+    if turn.flip_rows:
+        array = array[::-1]
+    if turn.flip_columns:
+        array = array[:, ::-1]
+    return np.ascontiguousarray(array)
+
+
 def _encode_stream(frames, short_side, max_frames, jpeg_quality):
-    """Frames (PyAV or [H, W, 3] uint8) -> (list of JPEG bytes, (width, height), cut by max_frames)."""
+    """Frames (PyAV or [H, W, 3] uint8) -> (list of JPEG bytes, (width, height), cut by max_frames).
+
+    A PyAV frame's display matrix (rotation metadata) is applied: the size
+    returned and the JPEGs are upright, as a player shows the video.
+    """
     jpegs, size, previous, total = [], None, None, 0
     for frame in frames:
         if frame is previous:  # repeated by upsampling: reuse its bytes
@@ -388,8 +474,13 @@ def _encode_stream(frames, short_side, max_frames, jpeg_quality):
             if size is None:
                 height, width = (frame.shape[:2] if isinstance(frame, np.ndarray)
                                  else (frame.height, frame.width))
-                size = output_size(width, height, short_side)
-            jpegs.append(tf.io.encode_jpeg(_rgb(frame, *size), quality=jpeg_quality).numpy())
+                turn = _frame_orientation(frame)
+                if turn is not None and turn.transpose:
+                    width, height = height, width
+                size = output_size(width, height, short_side)  # as displayed
+                stored = size[::-1] if turn is not None and turn.transpose else size
+            pixels = _orient(_rgb(frame, *stored), turn)
+            jpegs.append(tf.io.encode_jpeg(pixels, quality=jpeg_quality).numpy())
             previous = frame
         total += len(jpegs[-1])
         if total > MAX_RECORD_BYTES:
@@ -441,17 +532,21 @@ def decode_video(path, options=EncodeOptions()):
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         source_fps = float(rate) if rate else 0.0
         frame_duration = 1.0 / source_fps if source_fps > 0 else 0.0
-        decoded = 0
+        decoded, last_damaged = 0, False
 
         def timed():
-            nonlocal decoded
+            nonlocal decoded, last_damaged
             for packet in container.demux(stream):  # ends with an empty packet: the flush
                 # The demuxer flags the partial packet at a cut; frame-threaded decoding
                 # would swallow the error it causes, so look at the flag itself.
                 if packet.is_corrupt:
                     raise VideoRejected(f"truncated: damaged data after {decoded} frames")
                 for frame in packet.decode():
+                    if not decoded:
+                        check_geometry(frame.width, frame.height)
                     decoded += 1
+                    # The decoder's own flag: a frame decoded from damaged data (concealed).
+                    last_damaged = bool(getattr(frame, "is_corrupt", False))
                     t = frame.time if frame.time is not None else (decoded - 1) * frame_duration
                     yield t, frame
 
@@ -472,8 +567,24 @@ def decode_video(path, options=EncodeOptions()):
             source.close()  # stop decoding (max_frames) while the container is still open
         if not jpegs:
             raise VideoRejected("no frames decoded")
+        if not cut and last_damaged:  # a stream cut inside its last frame
+            raise VideoRejected(f"truncated: damaged last frame after {decoded - 1} frames")
         fps = options.fps if options.fps > 0 else source_fps
-        return DecodedVideo(jpegs, fps, width, height, decoded, stream.frames or 0, not cut)
+        declared = stream.frames or 0
+        if not declared and format_name in _DURATION_IN_HEADER and container.duration and source_fps:
+            declared = int(container.duration / av.time_base * source_fps + 0.5)
+        return DecodedVideo(jpegs, fps, width, height, decoded, declared, not cut)
+
+
+def check_geometry(width, height):
+    """Raises VideoRejected for a frame too small or too elongated to be worth storing."""
+    short, long = min(width, height), max(width, height)
+    if short < MIN_SIDE:
+        raise VideoRejected(f"too small: {width}x{height}, the shorter side must be at least "
+                            f"{MIN_SIDE} px")
+    if long > MAX_ASPECT * short:
+        raise VideoRejected(f"aspect ratio {long / short:.3g}:1 ({width}x{height}) exceeds "
+                            f"{MAX_ASPECT:g}:1")
 
 
 # ----------------------------------------------------------------------------- decoder processes

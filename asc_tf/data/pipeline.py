@@ -11,27 +11,38 @@ Reading order and sharding. Files are listed in sorted order. With a
 n-th file; when there are fewer files than pipelines, every pipeline reads all
 files and takes every n-th record instead (slower, since all bytes are read
 everywhere, but never an error and never a lost or doubled record), with a
-warning. Shuffling (files, then records) happens after sharding, so pipelines
-never overlap. Batches are per replica: `ctx.get_per_replica_batch_size`.
+warning. Shuffling happens after sharding, so pipelines never overlap: each
+epoch the file order is permuted, up to 8 files are read interleaved, and
+the records are shuffled in blocks of `shuffle_buffer` (each block in a
+random order of its own). Batches are per replica:
+`ctx.get_per_replica_batch_size`.
 
-Determinism. With `seed` set, file order, record shuffle and every
-augmentation draw are fixed, and parallel stages keep their order: the same
-seed gives the same tensors. Each element gets its own stateless seed from a
-seeded `Dataset.random` stream zipped after the shuffle, re-drawn every
-epoch, so epochs differ from each other and the result does not depend on
-parallelism. With `seed=None` the order is free (faster) and the draws differ
-per run.
+Determinism and positions. Every random choice is stateless, drawn from
+(seed, epoch) for the orders and from (seed, pipeline, position) for a
+record's clips and augmentation, where a record's position is
+epoch · EPOCH_STRIDE + its index in that epoch's order. So the same seed gives
+the same tensors, whatever the parallelism and TensorFlow's global seed, and
+epochs differ from each other. `start_position` rebuilds the stream from
+there (the records before it are skipped unparsed), which is how a resumed
+pretraining run continues exactly where it stopped (`with_position` puts the
+position in each element). With `seed=None` a random seed is drawn per call
+and files are read in whatever order they arrive (faster).
 
 Robustness. A record that fails to parse, decode or sample (bad protobuf, bad
-JPEG, no frames, frames of different sizes) is skipped and tf.data logs one
-warning line per skipped record ("Error raised with error message ...", from
-`ignore_errors`). Corrupt TFRecord framing is different: the CRC check of the
-damaged record fails and the reader cannot resynchronise inside that file, so
-the rest of THAT shard is skipped (one warning), and the other shards go on.
-Neither case crashes or hangs: a repeated dataset whose records are all
-unusable ends instead of looping. Warnings are C++ log lines, hidden when
-TF_CPP_MIN_LOG_LEVEL >= 2.
+JPEG, no frames, frames of different sizes) is skipped, tf.data logs one
+warning line for it ("Error raised with error message ...", from
+`ignore_errors`), and `InputStats.records_skipped` counts it. Corrupt TFRecord
+framing is different: the CRC check of the damaged record fails and
+TensorFlow's reader cannot resynchronise inside that file, so the rest of
+THAT file is skipped, the file is named on stderr and
+`InputStats.shards_cut_short` counts it (the byte count read falls short of
+the file size); the other files go on. Neither case crashes or hangs: a
+repeated dataset whose records are all unusable ends instead of looping.
 """
+
+import functools
+import random
+import sys
 
 import tensorflow as tf
 from absl import logging
@@ -60,6 +71,9 @@ def pretrain_dataset(
     input_context=None,
     shuffle_buffer=DEFAULT_SHUFFLE_BUFFER,
     repeat=True,
+    stats=None,
+    start_position=0,
+    with_position=False,
 ):
     """Two clips of each video at playback speeds s_i, s_j, augmented independently.
 
@@ -81,6 +95,10 @@ def pretrain_dataset(
       input_context: tf.distribute.InputContext or None.
       shuffle_buffer: int, records held for shuffling.
       repeat: bool, loop over the data forever.
+      stats: InputStats counting what is skipped, or None.
+      start_position: int, start the stream at this record position (one
+        past the last position a run consumed), for an exact resume.
+      with_position: bool, add 'position' to every element.
 
     Returns:
       tf.data.Dataset of dicts (B = per-replica batch, remainder dropped):
@@ -88,6 +106,8 @@ def pretrain_dataset(
         'speed_i', 'speed_j': [B] int32
         'video_id': [B] int64
         'label': [B] int64, -1 when unlabelled (diagnostics only)
+        'position': [B] int64, with `with_position`: each record's place in
+                    the stream (epoch · EPOCH_STRIDE + index; see `split_position`)
     """
     view_i_config, view_j_config = augment if augment is not None else augment_lib.byol_views()
 
@@ -116,6 +136,9 @@ def pretrain_dataset(
         shuffle_buffer=shuffle_buffer,
         repeat=repeat,
         drop_remainder=True,
+        stats=stats,
+        start_position=start_position,
+        with_position=with_position,
     )
 
 
@@ -131,6 +154,7 @@ def finetune_dataset(
     shuffle_buffer=DEFAULT_SHUFFLE_BUFFER,
     repeat=True,
     drop_remainder=True,
+    stats=None,
 ):
     """One augmented clip per video with its label, for supervised training.
 
@@ -138,7 +162,7 @@ def finetune_dataset(
 
     Args:
       file_pattern, batch_size, num_frames, crop_size, seed, input_context,
-      shuffle_buffer, repeat: as in `pretrain_dataset`.
+      shuffle_buffer, repeat, stats: as in `pretrain_dataset`.
       stride: int, fixed playback speed of the clip.
       augment: AugmentConfig; default `augment.FINETUNE` (crop, flip, light
         colour jitter).
@@ -169,6 +193,7 @@ def finetune_dataset(
         repeat=repeat,
         drop_remainder=drop_remainder,
         keep=lambda element: element["label"] >= 0,
+        stats=stats,
     )
 
 
@@ -182,6 +207,7 @@ def eval_dataset(
     crop_size=112,
     batch_size=None,
     input_context=None,
+    stats=None,
 ):
     """Every clip of the test protocol, grouped by video.
 
@@ -202,6 +228,7 @@ def eval_dataset(
       batch_size: None (one video per element) or int (videos per element; the
         last batch may be smaller).
       input_context: tf.distribute.InputContext or None.
+      stats: InputStats counting what is skipped, or None.
 
     Returns:
       tf.data.Dataset of dicts, in file order, each video once:
@@ -245,6 +272,7 @@ def eval_dataset(
         shuffle_buffer=0,
         repeat=False,
         drop_remainder=False,
+        stats=stats,
     )
 
 
@@ -257,6 +285,44 @@ def _train_clip(video, num_frames, stride, config, crop_size, seed):
     clip = augment_lib.normalize(clip)
     clip.set_shape([num_frames, crop_size, crop_size, 3])
     return clip
+
+
+class InputStats:
+    """What an input pipeline skipped, counted as it reads: int64 variables on the host.
+
+    `records_skipped`: records that failed to parse, decode or sample (each
+    one skipped, the next one read). `shards_cut_short`: TFRecord files whose
+    framing is damaged (a CRC mismatch: flipped bytes, a cut copy); TensorFlow's
+    reader cannot resynchronise inside a file, so the rest of that file is
+    skipped; the file is named on stderr. Counts are of records *read* by the
+    pipeline, which runs a few batches ahead of the model. Create it outside
+    any strategy scope and pass it to every dataset it should count.
+    """
+
+    def __init__(self):
+        with tf.device("/cpu:0"):
+            self.records_skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="records_skipped")
+            self.shards_cut_short = tf.Variable(0, dtype=tf.int64, trainable=False, name="shards_cut_short")
+
+    def as_dict(self):
+        return {"records_skipped": int(self.records_skipped.numpy()),
+                "shards_cut_short": int(self.shards_cut_short.numpy())}
+
+
+# A record's position: epoch · EPOCH_STRIDE + its index in that epoch's (sharded, shuffled) record order.
+EPOCH_STRIDE = 1 << 40
+
+
+def split_position(position):
+    """(epoch, index) of a position."""
+    return position // EPOCH_STRIDE, position % EPOCH_STRIDE
+
+
+@functools.cache
+def _end_mark_record():
+    """What an epoch's end mark is decoded as: a one-frame 16 x 16 video (built on first use, not at import)."""
+    frame = bytes(tf.io.encode_jpeg(tf.zeros([16, 16, 3], tf.uint8)).numpy())
+    return records.make_sequence_example([frame], -1, "", -1, 1.0, "").SerializeToString()
 
 
 def _list_files(file_pattern):
@@ -278,18 +344,29 @@ def _build(
     repeat,
     drop_remainder,
     keep=None,
+    stats=None,
+    start_position=0,
+    with_position=False,
 ):
-    """Files -> records -> (serialized, element seed) -> elements -> batches.
+    """Files -> records (numbered, per epoch) -> elements -> batches.
 
     `make_element(serialized, element_seed)` maps one record ([] tf.string,
-    [2] int64) to a dict of tensors; any error in it skips the record.
+    [2] int64) to a dict of tensors with static shapes; any error in it skips
+    the record (counted in `stats`).
+
+    Every epoch is built from (seed, epoch), so the stream is a function of
+    the seed alone, and `start_position` (a position from `with_position`
+    elements, plus one) starts it exactly there: the epoch is rebuilt and the
+    records before the position are skipped unparsed (their bytes are read
+    once more, nothing is decoded).
     """
     files = _list_files(file_pattern)
     shard_records = False
+    pipelines, pipeline_id = 1, 0
     if input_context is not None and input_context.num_input_pipelines > 1:
-        pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
+        pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
         if len(files) >= pipelines:
-            files = files[index::pipelines]
+            files = files[pipeline_id::pipelines]
         else:
             logging.warning(
                 "%d files for %d input pipelines: every pipeline reads all files "
@@ -303,34 +380,125 @@ def _build(
         batch_size = input_context.get_per_replica_batch_size(batch_size)
 
     deterministic = seed is not None
+    base_seed = seed if seed is not None else random.randrange(2**31)
     shuffle = shuffle_buffer > 0
-    dataset = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle and not shard_records:
-        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    # A corrupt record ends its file's reader (the CRC check cannot resync);
-    # ignore_errors here keeps that from ending the whole pipeline.
-    dataset = dataset.interleave(
-        lambda path: tf.data.TFRecordDataset(path).ignore_errors(log_warning=True),
-        cycle_length=min(len(files), _READ_PARALLELISM),
-        block_length=1,
-        num_parallel_calls=AUTOTUNE,
-        # Record sharding needs the same record order in every pipeline.
-        deterministic=deterministic or shard_records,
-    )
-    if shard_records:
-        dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    if shuffle:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    element_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    dataset = tf.data.Dataset.zip(dataset, element_seeds)
-    dataset = dataset.map(make_element, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    stats = stats if stats is not None else InputStats()
+    # With record sharding every pipeline reads every file: one of them counts damaged files.
+    count_cuts = not shard_records or pipeline_id == 0
+    sizes = [tf.io.gfile.stat(path).length for path in files]
+    start_epoch, start_index = split_position(int(start_position))
+    element_seed_base = tf.constant([base_seed, pipeline_id], tf.int64)
+
+    def seed_for(epoch, stage):
+        """A stateless seed per (epoch, stage): Dataset.shuffle's seeds cannot be tensors under a global seed."""
+        return tf.stack([tf.constant(base_seed, tf.int64), epoch * 4 + stage])
+
+    def read_file(path, size):
+        """(record, is_end, cut): the file's records, then one end mark saying whether bytes were left unread."""
+        records = tf.data.TFRecordDataset(path).ignore_errors(log_warning=True).map(lambda r: (r, False))
+        marked = records.concatenate(tf.data.Dataset.from_tensors((tf.constant(b""), True)))
+
+        def count(read, item):
+            record, is_end = item
+            # A record on disk: 8-byte length, 4-byte CRC, data, 4-byte CRC.
+            read = read + tf.where(is_end, tf.constant(0, tf.int64), tf.cast(tf.strings.length(record), tf.int64) + 16)
+            return read, (record, is_end, is_end & (read != size), path)
+
+        return marked.scan(tf.constant(0, tf.int64), count)
+
+    def note_cut(record, is_end, cut, path):
+        def report():
+            with tf.control_dependencies([tf.print(
+                "asc_tf: damaged TFRecord framing, rest of the file skipped:", path, output_stream=sys.stderr
+            )]):
+                return stats.shards_cut_short.assign_add(1)
+
+        counted = tf.cond(cut & count_cuts, report, lambda: stats.shards_cut_short.read_value())
+        with tf.control_dependencies([counted]):
+            return tf.identity(record), is_end
+
+    def epoch_records(epoch):
+        """One epoch's records in order: (record, position, is_end), closed by an end mark."""
+        order = tf.range(len(files))
+        if shuffle and not shard_records:
+            order = tf.random.experimental.stateless_shuffle(order, seed_for(epoch, 0))
+        paths = tf.data.Dataset.from_tensor_slices(
+            (tf.gather(tf.constant(files), order), tf.gather(tf.constant(sizes, tf.int64), order))
+        )
+        records = paths.interleave(
+            read_file,
+            cycle_length=min(len(files), _READ_PARALLELISM),
+            block_length=1,
+            num_parallel_calls=AUTOTUNE,
+            # Record sharding needs the same record order in every pipeline.
+            deterministic=deterministic or shard_records,
+        )
+        records = records.map(note_cut).filter(lambda record, is_end: tf.logical_not(is_end))
+        records = records.map(lambda record, is_end: record)
+        if shard_records:
+            records = records.shard(pipelines, pipeline_id)
+        if shuffle:
+            # Blocks of `shuffle_buffer` records, each in a random order of its own.
+            records = records.batch(shuffle_buffer).enumerate().map(
+                lambda block, chunk: tf.random.experimental.stateless_shuffle(
+                    chunk, tf.random.experimental.stateless_fold_in(seed_for(epoch, 1), block)
+                )
+            ).unbatch()
+        first = tf.where(epoch == start_epoch, tf.constant(start_index, tf.int64), tf.constant(0, tf.int64))
+        records = records.skip(first).map(lambda record: (record, False))
+        records = records.concatenate(tf.data.Dataset.from_tensors((tf.constant(b""), True)))
+
+        def number(index, item):
+            record, is_end = item
+            position = epoch * EPOCH_STRIDE + index
+            return index + tf.cast(tf.logical_not(is_end), tf.int64), (record, position, is_end)
+
+        return records.scan(first, number)
+
+    end_mark = tf.constant(_end_mark_record())
+
+    def element(record, position, is_end):
+        # An end mark goes through as a tiny valid record (its element is dropped below):
+        # one code path, traced once.
+        record = tf.where(is_end, end_mark, record)
+        seed = tf.random.experimental.stateless_fold_in(element_seed_base, position)
+        return make_element(record, seed), position, is_end
+
+    def count_skipped(state, item):
+        expected, kept, state_epoch = state
+        made, position, is_end = item
+        epoch, _ = split_position(position)
+        new_epoch = epoch != state_epoch
+        expected = tf.where(new_epoch, epoch * EPOCH_STRIDE, expected)
+        kept = tf.where(new_epoch, tf.constant(0, tf.int64), kept)
+        # Positions arrive in order: a gap is the records skipped just before this one.
+        counted = stats.records_skipped.assign_add(position - expected)
+        full_epoch = (epoch != start_epoch) | (start_index == 0)
+        # An epoch without one usable record ends the stream instead of looping forever.
+        stop = is_end & (kept == 0) & full_epoch
+        with tf.control_dependencies([counted]):
+            kept = kept + tf.cast(tf.logical_not(is_end), tf.int64)
+        return (position + 1, kept, epoch), (made, position, is_end, stop)
+
+    last_epoch = start_epoch + 1 if not repeat else 1 << 62
+    dataset = tf.data.Dataset.range(start_epoch, last_epoch).flat_map(epoch_records)
+    # Ordered even without a seed: the skip count above relies on it.
+    dataset = dataset.map(element, num_parallel_calls=AUTOTUNE, deterministic=True)
     dataset = dataset.ignore_errors(log_warning=True)
+    start_state = (
+        tf.constant(start_epoch * EPOCH_STRIDE + start_index, tf.int64),
+        tf.constant(0, tf.int64),
+        tf.constant(start_epoch, tf.int64),
+    )
+    dataset = dataset.scan(start_state, count_skipped)
+    dataset = dataset.take_while(lambda made, position, is_end, stop: tf.logical_not(stop))
+    dataset = dataset.filter(lambda made, position, is_end, stop: tf.logical_not(is_end))
+    if with_position:
+        dataset = dataset.map(lambda made, position, is_end, stop: {**made, "position": position})
+    else:
+        dataset = dataset.map(lambda made, position, is_end, stop: made)
     if keep is not None:
         dataset = dataset.filter(keep)
-    if repeat:
-        # Repeat last: an epoch with no usable record then ends the dataset
-        # instead of looping forever, and each epoch re-draws shuffle and seeds.
-        dataset = dataset.repeat()
     if batch_size is not None:
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     options = tf.data.Options()

@@ -289,7 +289,8 @@ def compile_classifier(model, base_lr, batch_size, train_steps, warmup_steps=0, 
     return model
 
 
-def train_dataset(file_pattern, batch_size, frames, crop_size, stride=1, flip=True, seed=0, shuffle_buffer=None):
+def train_dataset(file_pattern, batch_size, frames, crop_size, stride=1, flip=True, seed=0, shuffle_buffer=None,
+                  stats=None):
     """(clip [B, T, crop, crop, 3] float32, label [B] int64) batches, augmented (`augment.FINETUNE`), repeated.
 
     flip=False turns the horizontal flip off, for classes that a mirror image
@@ -298,7 +299,7 @@ def train_dataset(file_pattern, batch_size, frames, crop_size, stride=1, flip=Tr
     config = augment.FINETUNE if flip else dataclasses.replace(augment.FINETUNE, flip_prob=0.0)
     dataset = pipeline.finetune_dataset(
         file_pattern, batch_size, num_frames=frames, crop_size=crop_size, stride=stride, augment=config,
-        seed=seed, shuffle_buffer=shuffle_buffer or pipeline.DEFAULT_SHUFFLE_BUFFER,
+        seed=seed, shuffle_buffer=shuffle_buffer or pipeline.DEFAULT_SHUFFLE_BUFFER, stats=stats,
     )
     return dataset.map(lambda element: (element["clip"], element["label"]))
 
@@ -410,10 +411,11 @@ def run_finetune(config, encoder, stream=None):
 
     writer = tf.summary.create_file_writer(os.path.join(config.output_dir, "tensorboard"))
     started = time.monotonic()
+    train_stats, test_stats = pipeline.InputStats(), pipeline.InputStats()
     train_logs = train(
         model,
         train_dataset(config.train_data, config.batch_size, config.frames, config.crop_size, config.stride,
-                      config.flip, config.seed, config.shuffle_buffer),
+                      config.flip, config.seed, config.shuffle_buffer, stats=train_stats),
         config.train_steps, writer, config.log_every, stream,
     )
     train_seconds = time.monotonic() - started
@@ -425,7 +427,7 @@ def run_finetune(config, encoder, stream=None):
     test = pipeline.eval_dataset(
         config.test_data, num_clips=config.eval_clips, crops=config.eval_crops, num_frames=config.frames,
         stride=config.stride, resize_short=config.resize_short, crop_size=config.crop_size,
-        batch_size=config.eval_batch_size,
+        batch_size=config.eval_batch_size, stats=test_stats,
     )
     scores = evaluate(model, test, num_videos=config.test_videos, stream=stream)
     with writer.as_default():
@@ -443,10 +445,16 @@ def run_finetune(config, encoder, stream=None):
         "encoder": encoder.source,
         "final_train": train_logs,
         "train_seconds": round(train_seconds, 1),
+        # Unreadable records and damaged TFRecord files skipped (training: counted as read, every epoch).
+        "input": {"train": train_stats.as_dict(), "test": test_stats.as_dict()},
         "settings": settings,
     }
     with open(os.path.join(config.output_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
+    for split, stats in (("train", train_stats), ("test", test_stats)):
+        if any(stats.as_dict().values()):
+            print(f"skipped in {split}: {stats.records_skipped.numpy()} unreadable records, "
+                  f"{stats.shards_cut_short.numpy()} TFRecord files with damaged framing", file=stream or sys.stderr)
     print(f"wrote {config.output_dir}/results.json, classifier.json, classifier.weights.h5",
           file=stream or sys.stderr)
     return results

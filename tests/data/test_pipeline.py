@@ -220,8 +220,8 @@ def test_model_garden_records_go_through_pretraining(tmp_path):
     assert len(set(batch["video_id"])) == 3
 
 
-def _video_ids(path):
-    dataset = pipeline.eval_dataset(path, num_clips=1, num_frames=2, resize_short=32, crop_size=CROP)
+def _video_ids(path, stats=None):
+    dataset = pipeline.eval_dataset(path, num_clips=1, num_frames=2, resize_short=32, crop_size=CROP, stats=stats)
     return [int(element["video_id"]) for element in dataset]
 
 
@@ -240,7 +240,17 @@ def test_unreadable_records_are_skipped_and_the_rest_read(tmp_path):
     with tf.io.TFRecordWriter(path) as writer:
         for record in serialized:
             writer.write(record)
-    assert _video_ids(path) == [0, 2, 4]
+    stats = pipeline.InputStats()
+    assert _video_ids(path, stats) == [0, 2, 4]
+    assert stats.as_dict() == {"records_skipped": 3, "shards_cut_short": 0}
+
+    # Training skips and counts them too, each epoch it reads them. (Pretraining decodes only the crop
+    # box, where libjpeg may get through the damaged JPEG of video 1.)
+    stats = pipeline.InputStats()
+    dataset = pipeline.pretrain_dataset(path, 3, num_frames=T, crop_size=CROP, seed=0, shuffle_buffer=0, stats=stats)
+    ids = np.concatenate([b["video_id"].numpy() for b in dataset.take(4)])
+    assert set(ids) <= {0, 1, 2, 4} and {0, 2, 4} <= set(ids)
+    assert stats.as_dict()["records_skipped"] >= 2 * 3
 
 
 def test_repeated_pipeline_over_only_unusable_records_ends_instead_of_hanging(tmp_path):
@@ -259,15 +269,56 @@ def test_corrupt_framing_skips_the_rest_of_that_shard_only(tmp_path):
     middle = len(data) // 2
     data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
     open(first, "wb").write(bytes(data))
-    ids = _video_ids(str(tmp_path / "*.tfrecord"))
+    stats = pipeline.InputStats()
+    ids = _video_ids(str(tmp_path / "*.tfrecord"), stats)
+    assert stats.as_dict() == {"records_skipped": 0, "shards_cut_short": 1}
     # The shard's records before the damage survive, the other shard is whole.
     assert sorted(vid for vid in ids if vid >= 10) == [10, 11, 12]
     survivors = sorted(vid for vid in ids if vid < 10)
     assert survivors == list(range(len(survivors))) and 1 <= len(survivors) < 6
 
     # The pretraining pipeline keeps going over the damaged shard, epoch after epoch.
-    dataset = pipeline.pretrain_dataset(str(tmp_path / "*.tfrecord"), 4, num_frames=T, crop_size=CROP, seed=0)
+    stats = pipeline.InputStats()
+    dataset = pipeline.pretrain_dataset(
+        str(tmp_path / "*.tfrecord"), 4, num_frames=T, crop_size=CROP, seed=0, stats=stats
+    )
     assert len(list(dataset.take(6))) == 6
+    # 6 batches of 4 from 3 + (1 to 5) records per epoch: at least 3 epochs read, each cut once.
+    assert stats.as_dict()["shards_cut_short"] >= 3
+
+
+def test_a_stream_started_at_a_position_continues_the_full_stream_exactly(tmp_path):
+    """Resume: the records after position p, augmented identically, across epochs and skipped records."""
+    videos = [(_counting_video(12), vid % 3, vid) for vid in range(7)]
+    _write(tmp_path / "a.tfrecord", videos[:4])
+    path = _write(tmp_path / "b.tfrecord", videos[4:])
+    with tf.io.TFRecordWriter(str(tmp_path / "c.tfrecord")) as writer:
+        writer.write(b"well framed, but not a SequenceExample")
+    pattern = str(tmp_path / "*.tfrecord")
+    del path
+
+    def stream(start, count):
+        dataset = pipeline.pretrain_dataset(
+            pattern, 1, num_frames=T, crop_size=CROP, seed=5, shuffle_buffer=4, start_position=start,
+            with_position=True,
+        )
+        return [{k: v[0] for k, v in b.items()} for b in dataset.take(count).as_numpy_iterator()]
+
+    full = stream(0, 20)  # 8 records per epoch, 7 usable: nearly 3 epochs
+    positions = [int(e["position"]) for e in full]
+    epochs = [pipeline.split_position(p)[0] for p in positions]
+    assert epochs[:7] == [0] * 7 and epochs[7:14] == [1] * 7 and epochs[14:] == [2] * 6
+    assert positions == sorted(positions)
+    # Every epoch holds every video once, in its own order.
+    orders = [[int(e["video_id"]) for e in full[k : k + 7]] for k in (0, 7)]
+    assert sorted(orders[0]) == sorted(orders[1]) == list(range(7)) and orders[0] != orders[1]
+    for cut in (3, 7, 11):
+        resumed = stream(positions[cut - 1] + 1, 20 - cut)
+        assert [int(e["position"]) for e in resumed] == positions[cut:]
+        for a, b in zip(resumed, full[cut:]):
+            np.testing.assert_array_equal(a["view_i"], b["view_i"])
+            np.testing.assert_array_equal(a["view_j"], b["view_j"])
+            assert (a["speed_i"], a["speed_j"]) == (b["speed_i"], b["speed_j"])
 
 
 def test_input_pipelines_read_disjoint_shards_and_batch_per_replica(tmp_path):

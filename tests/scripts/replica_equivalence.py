@@ -26,6 +26,7 @@ import tensorflow as tf  # noqa: E402
 
 from asc_tf import optim  # noqa: E402
 from asc_tf.ascnet import ASCNet  # noqa: E402
+from asc_tf.pretraining import make_train_function  # noqa: E402
 
 CLIP = (8, 32, 32, 3)
 BATCH = 8
@@ -70,8 +71,7 @@ def train(model, strategy, steps, permute=False):
     data = list(batches(steps, permute))
     dataset = tf.data.Dataset.from_tensor_slices({k: np.concatenate([d[k] for d in data]) for k in data[0]})
     iterator = iter(strategy.experimental_distribute_dataset(dataset.batch(BATCH)))
-    model.make_train_function()
-    train_function = model.train_function
+    train_function = make_train_function(model, strategy)
     losses, snapshots = [], []
     for _ in range(steps):
         logs = train_function(iterator)
