@@ -227,8 +227,8 @@ def _view_pairs(config, test_data, draw):
 
     from asc_tf.data import augment, pipeline
 
-    # tf.data's seeded random datasets also read TensorFlow's global seed: fix it too, so that
-    # every variant and every training seed is measured on the same clips.
+    # The pipeline's draws are stateless in `seed` (the same clips for every variant and training
+    # seed); the global seed is fixed too, so that what runs after a measure starts from one state.
     keras.utils.set_random_seed(EVAL_SEED + draw)
     dataset = pipeline.pretrain_dataset(
         test_data, 1, num_frames=config.frames, crop_size=config.crop_size, speeds=tuple(config.speeds),

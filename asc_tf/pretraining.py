@@ -329,7 +329,7 @@ def run(config, strategy=None, stream=None, monitor=None):
     """
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    # The initialisation, and tf.data's seeded ops (which also read the global seed), follow config.seed.
+    # The initialisation follows config.seed (the input pipeline's draws are stateless in it).
     keras.utils.set_random_seed(config.seed)
     strategy = strategy or distribute.make_strategy(config.strategy)
     chief = distribute.is_chief(strategy)

@@ -202,3 +202,23 @@ def test_same_seed_gives_the_same_first_five_losses(records, tmp_path):
     other = pretrain(f"--train_data={records}", f"--model_dir={tmp_path / 'c'}", "--train_steps=5", "--seed=4")
     assert other.returncode == 0, other.stderr[-2000:]
     assert _losses(str(tmp_path / "c")) != runs[0]
+
+
+def test_the_data_resumes_after_the_saved_position_or_at_the_next_epoch_under_other_replicas(records):
+    from asc_tf import pretraining
+    from asc_tf.data import pipeline
+
+    config = pretraining.PretrainConfig(
+        train_data=records, frames=4, crop_size=16, speed_set=(1, 2), global_batch_size=4, shuffle_buffer=8
+    )
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    stride = pipeline.EPOCH_STRIDE
+
+    def first_positions(positions):
+        batch = next(iter(pretraining.make_dataset(config, strategy, np.array(positions))))
+        return [int(p) for p in batch["position"].numpy()]
+
+    # Saved by this replica count: the record right after the saved one, then on (12 records per epoch).
+    assert first_positions([3 * stride + 5] + [-1] * 7) == [3 * stride + k for k in (6, 7, 8, 9)]
+    # Saved by 2 replicas, resumed on 1: its streams were sharded otherwise, so the next epoch.
+    assert first_positions([3 * stride + 5, 3 * stride + 7] + [-1] * 6) == [4 * stride + k for k in range(4)]
