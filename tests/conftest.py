@@ -11,3 +11,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Real videos in the Kinetics / UCF-101 layouts, beside the checkout (never committed).
 REALCLIPS = os.path.join(os.path.dirname(REPO_ROOT), "shared", "realclips")
+
+
+def synthetic_records(output, num_videos, split="train", num_shards=0):
+    """Ingests a tiny synthetic set (12 frames of 20 px, pattern motions) into `output`; returns its file pattern."""
+    from asc_tf.data import ingest
+
+    listing = ingest.list_synthetic(num_videos, split=split, seed=0, num_frames=12, size=20, motion="pattern")
+    ingest.ingest(listing, str(output), name=split, num_shards=num_shards,
+                  options=ingest.EncodeOptions(short_side=0), command=["test"])
+    return os.path.join(str(output), f"{split}-*.tfrecord")

@@ -3,14 +3,13 @@
 import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, synthetic_records
 
 TINY = ["--backbone=r3d_18", "--width=0.125", "--frames=4", "--crop_size=16"]
 
@@ -18,15 +17,7 @@ TINY = ["--backbone=r3d_18", "--width=0.125", "--frames=4", "--crop_size=16"]
 @pytest.fixture(scope="module")
 def damaged(tmp_path_factory):
     """Synthetic train (2 shards, one with flipped bytes, plus a file with one junk record) and clean test."""
-    from asc_tf.data import ingest
-
-    patterns = {}
-    for split in ("train", "test"):
-        output = str(tmp_path_factory.mktemp(split))
-        listing = ingest.list_synthetic(12, split=split, seed=0, num_frames=12, size=20, motion="pattern")
-        ingest.ingest(listing, output, name=split, num_shards=2, options=ingest.EncodeOptions(short_side=0),
-                      command=["test"])
-        patterns[split] = os.path.join(output, f"{split}-*.tfrecord")
+    patterns = {split: synthetic_records(tmp_path_factory.mktemp(split), 12, split, 2) for split in ("train", "test")}
     shard = sorted(glob.glob(patterns["train"]))[0]
     data = bytearray(open(shard, "rb").read())
     middle = len(data) // 2

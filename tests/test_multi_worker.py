@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, synthetic_records
 
 STEPS = 4
 
@@ -34,13 +34,7 @@ def _free_ports(count):
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
-    from asc_tf.data import ingest
-
-    output = str(tmp_path_factory.mktemp("synthetic"))
-    listing = ingest.list_synthetic(16, split="train", seed=0, num_frames=12, size=20, motion="pattern")
-    ingest.ingest(listing, output, name="train", num_shards=4, options=ingest.EncodeOptions(short_side=0),
-                  command=["test"])
-    return os.path.join(output, "train-*.tfrecord")
+    return synthetic_records(tmp_path_factory.mktemp("synthetic"), 16, num_shards=4)
 
 
 def test_two_workers_end_identical_and_only_the_chief_writes(records, tmp_path):

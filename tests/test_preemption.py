@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, synthetic_records
 
 STEPS = 16
 KILLS = ("before_first_checkpoint", "during_a_write", "after_a_write", "during_a_write", "after_a_write")
@@ -35,14 +35,8 @@ FLAGS = [
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
-    from asc_tf.data import ingest
-
-    output = str(tmp_path_factory.mktemp("synthetic"))
     # 10 videos, batch 4: epochs end inside batches, so the resume crosses epoch boundaries.
-    listing = ingest.list_synthetic(10, split="train", seed=0, num_frames=12, size=20, motion="pattern")
-    ingest.ingest(listing, output, name="train", num_shards=3, options=ingest.EncodeOptions(short_side=0),
-                  command=["test"])
-    return os.path.join(output, "train-*.tfrecord")
+    return synthetic_records(tmp_path_factory.mktemp("synthetic"), 10, num_shards=3)
 
 
 def _start(records, model_dir, log):
