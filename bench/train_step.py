@@ -103,7 +103,7 @@ def make_dataset(batch, frames, size, samples_per_batch=2, seed=0):
 
 
 class TFStep:
-    """The compiled Keras train function of one ASCNet, for one batch size."""
+    """The compiled train function of one ASCNet (`pretraining.make_train_function`), for one batch size."""
 
     def __init__(self, args, batch):
         config = make_config(args, batch)
