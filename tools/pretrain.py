@@ -49,6 +49,7 @@ def main(argv):
     del argv
     speeds = validate_pretrain_flags()
     from asc_tf import distribute, pretraining
+    from asc_tf.data import pipeline
 
     if FLAGS.cpu_replicas:
         distribute.split_cpu(FLAGS.cpu_replicas)
@@ -71,10 +72,9 @@ def main(argv):
         print(f"steps {summary['start_step']}→{summary['end_step']}: loss {first['loss']:.4f} → {last['loss']:.4f} "
               f"(loss_a {first['loss_a']:.4f} → {last['loss_a']:.4f}, loss_m {first['loss_m']:.4f} → "
               f"{last['loss_m']:.4f}); checkpoint {summary['checkpoint']}")
-        skipped = summary["input"]
-        if any(skipped.values()):
-            print(f"input: skipped {skipped['records_skipped']} unreadable records and the rest of "
-                  f"{skipped['shards_cut_short']} TFRecord files with damaged framing (counted as read)")
+        skipped = pipeline.describe_skipped(summary["input"])
+        if skipped:
+            print(f"input: skipped {skipped}, counted as read")
     else:
         print(f"nothing to do: {config.model_dir} is already at step {summary['end_step']}")
     return 0

@@ -96,9 +96,9 @@ def main(argv):
     topk = " ".join(f"{name} {value:.2f}" for name, value in accuracy.items())
     print(f"retrieval top-k (%), {len(queries)} queries, {len(gallery)} gallery videos, {FLAGS.num_clips} clips: "
           f"{topk}  [{encoder.source}]")
-    if any(stats.as_dict().values()):
-        print(f"skipped: {stats.records_skipped.numpy()} unreadable records, {stats.shards_cut_short.numpy()} "
-              "TFRecord files with damaged framing (their remaining records)", file=sys.stderr)
+    skipped = pipeline.describe_skipped(results["input"])
+    if skipped:
+        print(f"skipped: {skipped}", file=sys.stderr)
     return 0
 
 

@@ -309,6 +309,14 @@ class InputStats:
                 "shards_cut_short": int(self.shards_cut_short.numpy())}
 
 
+def describe_skipped(counts):
+    """`InputStats.as_dict()` -> one phrase for a log line, or "" when nothing was skipped."""
+    if not any(counts.values()):
+        return ""
+    return (f"{counts['records_skipped']} unreadable records, {counts['shards_cut_short']} TFRecord files "
+            "with damaged framing (the rest of each file skipped)")
+
+
 # A record's position: epoch · EPOCH_STRIDE + its index in that epoch's (sharded, shuffled) record order.
 EPOCH_STRIDE = 1 << 40
 

@@ -451,10 +451,10 @@ def run_finetune(config, encoder, stream=None):
     }
     with open(os.path.join(config.output_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
-    for split, stats in (("train", train_stats), ("test", test_stats)):
-        if any(stats.as_dict().values()):
-            print(f"skipped in {split}: {stats.records_skipped.numpy()} unreadable records, "
-                  f"{stats.shards_cut_short.numpy()} TFRecord files with damaged framing", file=stream or sys.stderr)
+    for split, counts in results["input"].items():
+        skipped = pipeline.describe_skipped(counts)
+        if skipped:
+            print(f"skipped in {split}: {skipped}", file=stream or sys.stderr)
     print(f"wrote {config.output_dir}/results.json, classifier.json, classifier.weights.h5",
           file=stream or sys.stderr)
     return results
