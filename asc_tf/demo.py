@@ -67,6 +67,7 @@ class DemoConfig:
     motion: str = "pattern"
     train_videos: int = 384
     test_videos: int = 192
+    eval_split: str = "test"  # the queries' split; "val" to choose settings without the test split
     video_frames: int = 48
     video_size: int = 48
     data_seed: int = 0

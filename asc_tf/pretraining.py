@@ -252,19 +252,30 @@ def make_checkpoint(model):
     through the optimiser's references. Paths are unique within a model
     (Keras names every layer), and a changed architecture fails loudly on
     restore instead of loading by position.
+
+    The optimiser's variables are keyed under its class name ("lars/...",
+    "adam/..."), not under its Keras name: Keras numbers a second optimiser of
+    a class in one process ("adam_1"), so a run restored in the process that
+    trained it would otherwise find none of its slots.
     """
     variables, slots = tf.Module(), tf.Module()
     variables.by_path = _by_path(model.variables, "model")
-    slots.by_path = _by_path(model.optimizer.variables, "optimizer")
+    optimizer = model.optimizer
+    canonical = type(optimizer).__name__.lower()
+    slots.by_path = _by_path(optimizer.variables, "optimizer", rename=(optimizer.name + "/", canonical + "/"))
     return tf.train.Checkpoint(variables=variables, optimizer=slots)
 
 
-def _by_path(variables, owner):
+def _by_path(variables, owner, rename=None):
+    """{path: variable}; `rename` (old, new) replaces a leading `old` of every path."""
     by_path = {}
     for variable in variables:
-        if variable.path in by_path:
-            raise ValueError(f"two {owner} variables share the path {variable.path!r}; cannot checkpoint by path")
-        by_path[variable.path] = variable
+        path = variable.path
+        if rename and path.startswith(rename[0]):
+            path = rename[1] + path[len(rename[0]):]
+        if path in by_path:
+            raise ValueError(f"two {owner} variables share the path {path!r}; cannot checkpoint by path")
+        by_path[path] = variable
     return by_path
 
 

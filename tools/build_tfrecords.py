@@ -26,7 +26,7 @@ absl_flags.DEFINE_string("split_file", None, "ucf101: trainlistNN.txt or testlis
 absl_flags.DEFINE_string("class_index", None, "ucf101: classInd.txt.")
 absl_flags.DEFINE_string("split_dir", None, "hmdb51: the testTrainMulti_7030_splits folder.")
 absl_flags.DEFINE_string("split", None, "hmdb51: split number 1..3 (default 1); "
-                         "synthetic: train or test (default train).")
+                         "synthetic: train, val or test (default train).")
 absl_flags.DEFINE_string("subset", "train", "hmdb51: train or test.")
 absl_flags.DEFINE_string("csv", None, "kinetics: the official CSV (label,youtube_id,time_start,"
                          "time_end,split); only its videos are ingested.")
@@ -97,8 +97,8 @@ def _validate():
         from asc_tf.data import synthetic  # numpy only: cheap
 
         split = split or "train"
-        if split not in ("train", "test"):
-            flags.fail("split", f"must be train or test for --layout=synthetic, got {split!r}")
+        if split not in synthetic.SPLIT_IDS:
+            flags.fail("split", f"must be train, val or test for --layout=synthetic, got {split!r}")
         if FLAGS.num_videos < 1:
             flags.fail("num_videos", f"must be >= 1, got {FLAGS.num_videos}")
         if FLAGS.synthetic_frames < 1:

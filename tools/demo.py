@@ -46,6 +46,9 @@ absl_flags.DEFINE_enum("optimizer", "lars", ["lars", "sgd", "adam"], "Pretrainin
 absl_flags.DEFINE_string("motion", "pattern", "Synthetic motion family: pattern or direction_speed.")
 absl_flags.DEFINE_integer("train_videos", 384, "Synthetic training videos (the gallery, and the pretraining data).")
 absl_flags.DEFINE_integer("test_videos", 192, "Synthetic test videos (the queries).")
+absl_flags.DEFINE_enum("eval_split", "test", ["test", "val"],
+                       "The split of the queries: test, or val (the same size, its own videos) to choose "
+                       "settings without looking at the test split.")
 absl_flags.DEFINE_integer("video_frames", 48, "Frames per synthetic video.")
 absl_flags.DEFINE_integer("video_size", 48, "Synthetic frame height and width.")
 absl_flags.DEFINE_integer("data_seed", 0, "Seed of the synthetic set (the same for every training seed).")
@@ -134,6 +137,7 @@ def main(argv):
     data_dir = os.path.abspath(FLAGS.data_dir or os.path.join(output_dir, "data"))
     config = demo.DemoConfig(
         output_dir=output_dir, motion=FLAGS.motion, train_videos=FLAGS.train_videos, test_videos=FLAGS.test_videos,
+        eval_split=FLAGS.eval_split,
         video_frames=FLAGS.video_frames, video_size=FLAGS.video_size, data_seed=FLAGS.data_seed,
         backbone=FLAGS.backbone, width=FLAGS.width, frames=FLAGS.frames, crop_size=FLAGS.crop_size,
         speeds=tuple(speeds), steps=FLAGS.steps, batch_size=FLAGS.batch_size, optimizer=FLAGS.optimizer,
@@ -143,7 +147,7 @@ def main(argv):
     )
     print(f"demo: writing to {output_dir}", file=stream)
     train_data = _build_split(data_dir, "train", FLAGS.train_videos, stream)
-    test_data = _build_split(data_dir, "test", FLAGS.test_videos, stream)
+    test_data = _build_split(data_dir, FLAGS.eval_split, FLAGS.test_videos, stream)
     results = demo.run(config, train_data, test_data, len(synthetic.class_names(FLAGS.motion)), stream=stream)
     print(demo.table(results))
     files = results["files"]
