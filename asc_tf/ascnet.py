@@ -95,7 +95,8 @@ class ASCNet(keras.Model):
 
     Args:
       backbone, width, sync_bn: the encoder (`asc_tf.models.build_backbone`).
-      projection: "linear" (paper) or "mlp" projection heads g_a, g_m.
+      projection: "linear" (paper) or "mlp" projection heads g_a, g_m; the MLP's hidden
+        layer has `predictor_hidden` units (4096 when that is 0), as BYOL's heads share one width.
       dim: feature size of the appearance and speed spaces (256).
       predictor_hidden: hidden size of the predictors h_a, h_m (4096; 0 = one Dense layer).
       gamma: weight γ of the speed task.
@@ -159,7 +160,10 @@ class ASCNet(keras.Model):
             return build_backbone(backbone, width=width, sync_bn=sync_bn, name=f"{role}_encoder")
 
         def head(role, space):
-            return projection_head(projection, dim=dim, sync_bn=sync_bn, name=f"{role}_{space}_projection")
+            return projection_head(
+                projection, dim=dim, hidden_dim=predictor_hidden or 4096, sync_bn=sync_bn,
+                name=f"{role}_{space}_projection",
+            )
 
         self.online_encoder = encoder("online")
         self.target_encoder = encoder("target")

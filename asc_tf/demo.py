@@ -81,8 +81,10 @@ class DemoConfig:
     steps: int = 1000
     batch_size: int = 16
     # self-supervised variants (pretraining.PretrainConfig)
-    optimizer: str = "lars"
-    base_lr: float = 0.3
+    optimizer: str = "adam"
+    base_lr: float = 0.008  # × batch / 128: Adam at 1e-3 for batch 16
+    projection: str = "mlp"
+    symmetric: bool = True
     dim: int = 64
     predictor_hidden: int = 256
     queue_size: int = 1024
@@ -137,6 +139,8 @@ def pretrain_config(config, variant, seed, train_data, export=False):
         speed_set=tuple(config.speeds),
         speed_mode="random",
         flip=False,  # left and right are different classes of the synthetic set
+        projection=config.projection,
+        symmetric=config.symmetric,
         gamma=GAMMAS[variant],
         scp_mode="similar",
         queue_size=config.queue_size,
@@ -283,7 +287,7 @@ def measure(encoder, config, train_data, test_data, stream=None, names=None):
         return retrieval.extract_features(encoder, dataset, progress=progress, names=names[pattern])
 
     gallery = video_features(train_data, config.train_videos, "features (train)")
-    queries = video_features(test_data, config.test_videos, "features (test)")
+    queries = video_features(test_data, config.test_videos, f"features ({config.eval_split})")
     top = retrieval.topk_accuracy(queries.features, queries.labels, gallery.features, gallery.labels, ks=(1, 5))
 
     speed_sets = {}

@@ -39,7 +39,8 @@ def define_pretrain_flags():
     f.DEFINE_enum("scp_mode", "similar", SCP_MODES, "SCP partner: appearance-nearest, random, or same video.")
     f.DEFINE_enum("speed_task", "scp", SPEED_TASKS, "scp (speed consistency) or sp (speed classification).")
     f.DEFINE_bool("symmetric", False, "Also swap the roles of the two clips.")
-    f.DEFINE_enum("projection", "linear", ["linear", "mlp"], "Projection heads: one Dense layer, or BYOL's MLP.")
+    f.DEFINE_enum("projection", "linear", ["linear", "mlp"], "Projection heads: one Dense layer, or BYOL's MLP "
+                  "(hidden width --predictor_hidden, 4096 when that is 0).")
     f.DEFINE_integer("dim", 256, "Size of the appearance and speed features.")
     f.DEFINE_integer("predictor_hidden", 4096, "Hidden size of the predictors (0: one Dense layer).")
     f.DEFINE_integer("queue_size", 65536, "Feature queue rows; must exceed the global batch.")

@@ -94,11 +94,15 @@ def test_demo_run_again_reuses_what_is_done(small_demo):
 def test_demo_with_other_settings_measures_again(small_demo):
     """Runs last on the shared folder: it replaces the random variant's measures."""
     output_dir, _ = small_demo
-    result = _demo(output_dir, "--variants=random", "--eval_clips=1")
+    result = _demo(output_dir, "--variants=random", "--eval_clips=1", "--eval_split=val")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "random init, no training" in result.stderr and "measured before" not in result.stderr
     saved = json.loads((output_dir / "seed0" / "random" / "measures.json").read_text())
-    assert saved["settings"]["eval_clips"] == 1
+    assert saved["settings"]["eval_clips"] == 1 and saved["settings"]["eval_split"] == "val"
+    # The queries are the validation split's own videos: its shards are built beside the others.
+    assert glob.glob(str(output_dir / "data" / "val" / "val-*.tfrecord"))
+    manifest = json.loads((output_dir / "data" / "val" / "manifest.json").read_text())
+    assert "--split=val" in " ".join(manifest.get("command", []))
     assert set(json.loads((output_dir / "results.json").read_text())["variants"]) == {"random"}
 
 
@@ -130,6 +134,7 @@ def test_demo_killed_during_pretraining_resumes_it(tmp_path):
     ("--steps=0", "--steps"),
     ("--crop_size=64", "--crop_size"),
     ("--frames=30", "--video_frames"),
+    ("--tau=1.5", "--tau"),
 ])
 def test_demo_bad_flags_fail_before_any_work(tmp_path, flag, message):
     result = _demo(tmp_path / "out", flag)

@@ -40,9 +40,15 @@ absl_flags.DEFINE_float("width", 0.25, "Channel width multiplier of the backbone
 absl_flags.DEFINE_integer("frames", 8, "Frames per clip.")
 absl_flags.DEFINE_integer("crop_size", 32, "Clip height and width.")
 absl_flags.DEFINE_list("speeds", ["1", "2"], "The two playback speeds (frame strides).")
-absl_flags.DEFINE_float("base_lr", 0.3, "Pretraining learning rate at batch 256 (LARS), scaled linearly.")
-absl_flags.DEFINE_float("supervised_lr", 0.4, "Supervised learning rate at batch 256 (SGD), scaled linearly.")
-absl_flags.DEFINE_enum("optimizer", "lars", ["lars", "sgd", "adam"], "Pretraining optimiser.")
+absl_flags.DEFINE_float("base_lr", 0.008, "Pretraining learning rate at batch 128, scaled linearly (0.008: Adam "
+                        "at 1e-3 for batch 16).")
+absl_flags.DEFINE_float("supervised_lr", 0.4, "Supervised learning rate at batch 128 (SGD), scaled linearly.")
+absl_flags.DEFINE_enum("optimizer", "adam", ["lars", "sgd", "adam"],
+                       "Pretraining optimiser (the paper's LARS barely moves the weights at batch 16; README).")
+absl_flags.DEFINE_enum("projection", "mlp", ["linear", "mlp"],
+                       "Projection heads of the self-supervised variants: one Dense layer, or BYOL's MLP.")
+absl_flags.DEFINE_float("tau", 0.99, "EMA decay of the target network (self-supervised variants).")
+absl_flags.DEFINE_bool("symmetric", True, "Self-supervised variants: each clip of a pair is also the online one.")
 absl_flags.DEFINE_string("motion", "pattern", "Synthetic motion family: pattern or direction_speed.")
 absl_flags.DEFINE_integer("train_videos", 384, "Synthetic training videos (the gallery, and the pretraining data).")
 absl_flags.DEFINE_integer("test_videos", 192, "Synthetic test videos (the queries).")
@@ -77,6 +83,8 @@ def _validate():
         flags.fail("motion", f"must be one of {', '.join(synthetic.MOTIONS)}, got {FLAGS.motion!r}")
     if FLAGS.width <= 0:
         flags.fail("width", f"must be positive, got {FLAGS.width}")
+    if not 0.0 <= FLAGS.tau < 1.0:
+        flags.fail("tau", f"must be in [0, 1), got {FLAGS.tau}")
     for name in ("base_lr", "supervised_lr"):
         if getattr(FLAGS, name) <= 0:
             flags.fail(name, f"must be positive, got {getattr(FLAGS, name)}")
@@ -141,7 +149,8 @@ def main(argv):
         video_frames=FLAGS.video_frames, video_size=FLAGS.video_size, data_seed=FLAGS.data_seed,
         backbone=FLAGS.backbone, width=FLAGS.width, frames=FLAGS.frames, crop_size=FLAGS.crop_size,
         speeds=tuple(speeds), steps=FLAGS.steps, batch_size=FLAGS.batch_size, optimizer=FLAGS.optimizer,
-        base_lr=FLAGS.base_lr, supervised_lr=FLAGS.supervised_lr, seeds=tuple(range(FLAGS.seeds)),
+        base_lr=FLAGS.base_lr, projection=FLAGS.projection,
+        symmetric=FLAGS.symmetric, tau=FLAGS.tau, supervised_lr=FLAGS.supervised_lr, seeds=tuple(range(FLAGS.seeds)),
         variants=tuple(FLAGS.variants), eval_clips=FLAGS.eval_clips, probe_clips=FLAGS.probe_clips,
         same_video_draws=FLAGS.same_video_draws,
     )
