@@ -22,14 +22,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT, synthetic_records
+from conftest import REPO_ROOT, TINY_PRETRAIN, synthetic_records
 
 STEPS = 16
 KILLS = ("before_first_checkpoint", "during_a_write", "after_a_write", "during_a_write", "after_a_write")
 FLAGS = [
-    "--backbone=r3d_18", "--width=0.125", "--frames=4", "--crop_size=16", "--speed_set=1,2",
-    "--global_batch_size=4", "--queue_size=32", "--dim=8", "--predictor_hidden=16", "--log_every=1",
-    "--shuffle_buffer=8", f"--train_steps={STEPS}", "--checkpoint_every=1", "--keep_checkpoints=3", "--seed=7",
+    *TINY_PRETRAIN, f"--train_steps={STEPS}", "--checkpoint_every=1", "--keep_checkpoints=3", "--seed=7",
 ]
 
 

@@ -11,27 +11,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT
-
-TINY = [
-    "--backbone=r3d_18", "--width=0.125", "--frames=4", "--crop_size=16", "--speed_set=1,2",
-    "--global_batch_size=4", "--queue_size=32", "--dim=8", "--predictor_hidden=16", "--log_every=1",
-    "--shuffle_buffer=8",
-]
+from conftest import REPO_ROOT, TINY_PRETRAIN, synthetic_records
 
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
-    from asc_tf.data import ingest
-
-    output = str(tmp_path_factory.mktemp("synthetic"))
-    listing = ingest.list_synthetic(12, split="train", seed=0, num_frames=12, size=20, motion="pattern")
-    ingest.ingest(listing, output, name="train", options=ingest.EncodeOptions(short_side=0), command=["test"])
-    return os.path.join(output, "train-*.tfrecord")
+    return synthetic_records(tmp_path_factory.mktemp("synthetic"), 12)
 
 
 def pretrain(*args, wait=True):
-    command = [sys.executable, "-m", "tools.pretrain", *TINY, *args]
+    command = [sys.executable, "-m", "tools.pretrain", *TINY_PRETRAIN, *args]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if not wait:
         return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -145,12 +145,11 @@ def main(argv):
     data_dir = os.path.abspath(FLAGS.data_dir or os.path.join(output_dir, "data"))
     config = demo.DemoConfig(
         output_dir=output_dir, motion=FLAGS.motion, train_videos=FLAGS.train_videos, test_videos=FLAGS.test_videos,
-        eval_split=FLAGS.eval_split,
-        video_frames=FLAGS.video_frames, video_size=FLAGS.video_size, data_seed=FLAGS.data_seed,
-        backbone=FLAGS.backbone, width=FLAGS.width, frames=FLAGS.frames, crop_size=FLAGS.crop_size,
-        speeds=tuple(speeds), steps=FLAGS.steps, batch_size=FLAGS.batch_size, optimizer=FLAGS.optimizer,
-        base_lr=FLAGS.base_lr, projection=FLAGS.projection,
-        symmetric=FLAGS.symmetric, tau=FLAGS.tau, supervised_lr=FLAGS.supervised_lr, seeds=tuple(range(FLAGS.seeds)),
+        eval_split=FLAGS.eval_split, video_frames=FLAGS.video_frames, video_size=FLAGS.video_size,
+        data_seed=FLAGS.data_seed, backbone=FLAGS.backbone, width=FLAGS.width, frames=FLAGS.frames,
+        crop_size=FLAGS.crop_size, speeds=tuple(speeds), steps=FLAGS.steps, batch_size=FLAGS.batch_size,
+        optimizer=FLAGS.optimizer, base_lr=FLAGS.base_lr, projection=FLAGS.projection, symmetric=FLAGS.symmetric,
+        tau=FLAGS.tau, supervised_lr=FLAGS.supervised_lr, seeds=tuple(range(FLAGS.seeds)),
         variants=tuple(FLAGS.variants), eval_clips=FLAGS.eval_clips, probe_clips=FLAGS.probe_clips,
         same_video_draws=FLAGS.same_video_draws,
     )
