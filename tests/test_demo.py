@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import REPO_ROOT
 
@@ -113,7 +114,9 @@ def test_demo_killed_during_pretraining_resumes_it(tmp_path):
     process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     checkpoints = output_dir / "seed0" / "acp_only" / "checkpoints"
     deadline = time.monotonic() + 600
-    while not glob.glob(str(checkpoints / "ckpt-*.index")):
+    # The checkpoint counts once the `checkpoint` state file names it (TensorFlow writes that last);
+    # a kill between the shard files and that file leaves no checkpoint to resume, rightly.
+    while not tf.train.latest_checkpoint(str(checkpoints)):
         assert process.poll() is None, process.stderr.read()[-3000:]
         assert time.monotonic() < deadline, "no checkpoint within 600 s"
         time.sleep(0.2)
