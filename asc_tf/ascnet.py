@@ -9,9 +9,11 @@ the online ones (never touched by the optimiser). With n(·) = L2 normalisation:
   L = γ·L_m + (1 − γ)·L_a,  γ = 0.5
 
 c_k is a clip of ANOTHER video at the SAME speed as c_i. `similar` (the paper's
-default) takes the candidate — from the feature queue and the current global
-batch — whose target appearance key is nearest (dot product) to a_j; `random`
-a uniformly random candidate; `same` a third clip of the anchor's own video
+default) retrieves, from the feature queue and the current global batch, the
+video one of whose clips has the target appearance key nearest (dot product) to
+a_j, and c_k is that video's other clip (its own augmentation, as Algorithm 1
+samples c_k after the retrieval; `asc_tf.queue`); `random` a uniformly random
+candidate; `same` a third clip of the anchor's own video
 (the "same instance" ablation). `speed_task="sp"` replaces SCP by speed
 classification with cross-entropy (the ACP + SP ablation); γ = 0 is ACP only,
 γ = 1 SCP only. `symmetric=True` also swaps the roles of the two clips.
@@ -279,16 +281,24 @@ class ASCNet(keras.Model):
         key_i, key_j = keys[:batch], keys[batch : 2 * batch]
         feat_i, feat_j = speed_feats[:batch], speed_feats[batch : 2 * batch]
 
-        # Candidates for SCP: the queue and the whole global batch (both clips of every video).
+        # Candidates for SCP: the queue and the whole global batch, a row per clip of every video. A
+        # row pairs one clip's appearance key (what the retrieval matches) with the speed feature and
+        # speed of the video's OTHER clip (the target): Algorithm 1 retrieves a video by appearance and
+        # then samples a clip c_k of it, so the target clip carries its own augmentation, not the one
+        # that made the keys match.
         gathered = all_gather(replica, (key_i, key_j, feat_i, feat_j, ids, speed_i, speed_j, labels))
         g_key_i, g_key_j, g_feat_i, g_feat_j, g_ids, g_speed_i, g_speed_j, g_labels = gathered
+        rows = (
+            tf.concat([g_key_i, g_key_j], 0), tf.concat([g_feat_j, g_feat_i], 0), tf.concat([g_ids, g_ids], 0),
+            tf.concat([g_speed_j, g_speed_i], 0), tf.concat([g_labels, g_labels], 0),
+        )
         q_keys, q_feats, q_ids, q_speeds, q_labels, q_valid = self.queue.contents()
-        cand_keys = tf.concat([q_keys, g_key_i, g_key_j], axis=0)
-        cand_feats = tf.concat([q_feats, g_feat_i, g_feat_j], axis=0)
-        cand_ids = tf.concat([q_ids, g_ids, g_ids], axis=0)
-        cand_speeds = tf.concat([q_speeds, g_speed_i, g_speed_j], axis=0)
-        cand_labels = tf.concat([q_labels, g_labels, g_labels], axis=0)
-        cand_valid = tf.concat([q_valid, tf.ones_like(g_ids, tf.bool), tf.ones_like(g_ids, tf.bool)], axis=0)
+        cand_keys = tf.concat([q_keys, rows[0]], axis=0)
+        cand_feats = tf.concat([q_feats, rows[1]], axis=0)
+        cand_ids = tf.concat([q_ids, rows[2]], axis=0)
+        cand_speeds = tf.concat([q_speeds, rows[3]], axis=0)
+        cand_labels = tf.concat([q_labels, rows[4]], axis=0)
+        cand_valid = tf.concat([q_valid, tf.ones_like(rows[2], tf.bool)], axis=0)
 
         # Each direction: (online clip c_a, target key of the other clip — the ACP target and the
         # SCP query —, speed of c_a, `same`: target speed feature of a third clip at that speed).
@@ -346,10 +356,7 @@ class ASCNet(keras.Model):
 
         tau = self.tau(step)
         self._update_target(tau)
-        self._enqueue(
-            (tf.concat([g_key_i, g_key_j], 0), tf.concat([g_feat_i, g_feat_j], 0), tf.concat([g_ids, g_ids], 0),
-             tf.concat([g_speed_i, g_speed_j], 0), tf.concat([g_labels, g_labels], 0))
-        )
+        self._enqueue(rows)
 
         if "position" in data:
             self._record_position(tf.reduce_max(tf.cast(data["position"], tf.int64)))

@@ -1,20 +1,29 @@
 """The feature queue of ASCNet's appearance-based retrieval (paper 3.3.1, Algorithm 1 lines 11-16).
 
-The queue is a ring buffer of recent target-network features, one row per clip:
+The queue is a ring buffer of recent target-network features. Each training
+video gives two clips c and c' and so two rows, (c, c') and (c', c):
 
-  keys    [K, D] float32  target appearance key n(g_a(f_ξ(c)))
-  feats   [K, D] float32  target speed feature n(g_m(f_ξ(c)))
-  ids     [K]    int64    video id of the clip
-  speeds  [K]    int32    playback speed (frame stride) of the clip
+  keys    [K, D] float32  target appearance key n(g_a(f_ξ(c)))     — what the retrieval matches
+  feats   [K, D] float32  target speed feature n(g_m(f_ξ(c')))    — the SCP target
+  ids     [K]    int64    video id
+  speeds  [K]    int32    playback speed (frame stride) of c'
   labels  [K]    int64    class label (-1 unknown), only for the diagnostic `neighbour_same_label`
-  pointer []     int64    total clips ever enqueued (slot = pointer mod K)
+  pointer []     int64    total rows ever enqueued (slot = pointer mod K)
 
 For anchor clip c_i of video v the SCP partner is chosen among the queue and
-the current global batch: candidates from another video, at the same speed as
-c_i, and among those (`similar`, the paper's default) the one whose appearance
-key has the highest dot product with the anchor video's target appearance key
-a_j; or (`random`) a uniformly random one. The SCP target is that candidate's
-stored speed feature. An anchor with no candidate is masked out of the loss.
+the current global batch (rows made the same way): rows of another video whose
+target clip c' is at the same speed as c_i, and among those (`similar`, the
+paper's default) the one whose appearance key has the highest dot product with
+the anchor video's target appearance key a_j; or (`random`) a uniformly random
+one. The SCP target is that row's speed feature. An anchor with no candidate
+is masked out of the loss.
+
+Why the key and the target come from different clips: Algorithm 1 retrieves a
+video by appearance (line 14) and then samples a clip c_k of it (line 15), so
+the target clip has its own augmentation. Taking the target from the very clip
+whose key matched would hand SCP a partner that shares the anchor's augmented
+colours (the nearest key, early in training, is mostly the nearest colour), and
+SCP would then reward colour in the encoder (README, demo experiment log).
 
 Everything here is replica-local arithmetic on identical inputs: the model
 fills the queue from the all-gathered global batch, so every replica holds the

@@ -16,7 +16,7 @@ predictors h_a, h_m (256→4096→BN→ReLU→256). The target encodes both clip
 one batch under no_grad with BatchNorm in training mode; the SCP partner of
 each anchor is the argmax of the dot product between a_j and the appearance
 keys of the queue (K rows) and the batch's 2N clips, restricted to other
-videos at the anchor's speed; L = ½(2 − 2cos)_m + ½(2 − 2cos)_a; backward;
+videos whose other clip (the target) is at the anchor's speed; L = ½(2 − 2cos)_m + ½(2 − 2cos)_a; backward;
 LARS (momentum 0.9, weight decay 1e-6 and trust ratio η = 0.001 for tensors
 of rank ≥ 2); EMA (τ = 0.99) of the target encoder and heads; queue write.
 Input is channels-first, [N, 3, T, H, W].
@@ -143,14 +143,15 @@ class ASCStep:
         key_i, key_j = keys[:batch], keys[batch:]
         feat_i, feat_j = feats[:batch], feats[batch:]
 
-        # SCP partner: most similar (to a_j) clip of another video at the same speed, queue + batch.
+        # SCP partner: the video of another clip whose key is most similar to a_j, queue + batch; the
+        # target is that video's other clip, at the anchor's speed (rows pair a key with the other clip).
         with torch.no_grad():
             filled = min(self.pointer, self.queue_keys.shape[0])
             valid = torch.cat([torch.arange(self.queue_keys.shape[0]) < filled, torch.ones(2 * batch, dtype=torch.bool)])
             cand_keys = torch.cat([self.queue_keys, key_i, key_j])
-            cand_feats = torch.cat([self.queue_feats, feat_i, feat_j])
+            cand_feats = torch.cat([self.queue_feats, feat_j, feat_i])
             cand_ids = torch.cat([self.queue_ids, ids, ids])
-            cand_speeds = torch.cat([self.queue_speeds, speed_i, speed_j])
+            cand_speeds = torch.cat([self.queue_speeds, speed_j, speed_i])
             allowed = valid[None] & (ids[:, None] != cand_ids[None]) & (speed_i[:, None] == cand_speeds[None])
             scores = (key_j @ cand_keys.T).masked_fill(~allowed, float("-inf"))
             chosen = scores.argmax(dim=1)
@@ -175,9 +176,9 @@ class ASCStep:
             rows = 2 * batch
             slots = (self.pointer + torch.arange(rows)) % self.queue_keys.shape[0]
             self.queue_keys[slots] = torch.cat([key_i, key_j])
-            self.queue_feats[slots] = torch.cat([feat_i, feat_j])
+            self.queue_feats[slots] = torch.cat([feat_j, feat_i])
             self.queue_ids[slots] = torch.cat([ids, ids])
-            self.queue_speeds[slots] = torch.cat([speed_i, speed_j])
+            self.queue_speeds[slots] = torch.cat([speed_j, speed_i])
             self.pointer += rows
         return loss.item()
 

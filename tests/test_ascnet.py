@@ -57,18 +57,21 @@ def test_train_step_losses_equal_numpy_reference():
     feats = normalize(model.target_speed(target, training=True))
 
     expected_a = np.mean(np.sum((pred_a - keys[batch:]) ** 2, axis=1))
-    # SCP partner by hand: queue empty, so the candidates are the batch's 2B clips.
+    # SCP partner by hand (Algorithm 1, lines 14-16): the queue is empty, so the candidates are the
+    # batch's 2B clips. The video whose clip's key is nearest to a_j is retrieved; the target is the
+    # speed feature of that video's OTHER clip, which must be at the anchor's speed.
     ids = np.concatenate([data["video_id"]] * 2)
-    speeds = np.concatenate([data["speed_i"], data["speed_j"]])
+    other = np.concatenate([np.arange(batch, 2 * batch), np.arange(batch)])  # row of the same video's other clip
+    other_speeds = np.concatenate([data["speed_i"], data["speed_j"]])[other]
     losses, partners = [], []
     for b in range(batch):
-        allowed = (ids != data["video_id"][b]) & (speeds == data["speed_i"][b])
+        allowed = (ids != data["video_id"][b]) & (other_speeds == data["speed_i"][b])
         if not allowed.any():
             continue
         scores = np.where(allowed, keys @ keys[batch + b], -np.inf)
         k = int(np.argmax(scores))
         partners.append((b, k))
-        losses.append(np.sum((pred_m[b] - feats[k]) ** 2))
+        losses.append(np.sum((pred_m[b] - feats[other[k]]) ** 2))
     assert len(partners) == batch  # every anchor has a candidate in this batch
     expected_m = np.mean(losses)
 
@@ -118,7 +121,7 @@ def test_target_batchnorm_statistics_move_during_training():
     assert all(not np.allclose(v.numpy(), b) for v, b in zip(moving, before))
 
 
-def test_queue_holds_target_features_of_both_clips():
+def test_queue_rows_pair_a_clips_key_with_the_other_clips_speed_feature():
     model = make_model(tau=1.0, lr=0.0)
     data = make_batch()
     target = model.target_encoder(np.concatenate([data["view_i"], data["view_j"]]), training=True)
@@ -127,8 +130,11 @@ def test_queue_holds_target_features_of_both_clips():
     queue = model.queue
     assert int(queue.pointer.numpy()) == 8
     np.testing.assert_array_equal(queue.ids.numpy()[:8], np.concatenate([data["video_id"]] * 2))
-    np.testing.assert_array_equal(queue.speeds.numpy()[:8], np.concatenate([data["speed_i"], data["speed_j"]]))
+    # A row: one clip's appearance key, and the speed feature and speed of the video's other clip.
+    feats = normalize(model.target_speed(target, training=True))
     np.testing.assert_allclose(queue.keys.numpy()[:8], keys, atol=1e-5)
+    np.testing.assert_allclose(queue.feats.numpy()[:8], np.concatenate([feats[4:], feats[:4]]), atol=1e-5)
+    np.testing.assert_array_equal(queue.speeds.numpy()[:8], np.concatenate([data["speed_j"], data["speed_i"]]))
     logs = model.train_on_batch(make_batch(seed=1), return_dict=True)
     # train_on_batch resets the trackers: the value is this step's fill, after the write.
     assert int(queue.pointer.numpy()) == 16 and logs["queue_fill"] == pytest.approx(16 / 32)

@@ -4,6 +4,7 @@ No ordering of the variants is asserted: which objective learns what on the
 synthetic set is the question the demo answers, not a property of the code.
 """
 
+import dataclasses
 import glob
 import json
 import math
@@ -54,15 +55,16 @@ def test_demo_writes_every_file(small_demo):
         assert glob.glob(str(output_dir / "seed0" / variant / "train" / "events.out.tfevents.*")), variant
         assert (output_dir / "seed0" / variant / "measures.json").is_file()
     # The printed table has a row per variant.
-    for variant in demo.VARIANTS:
+    for variant in demo.DEFAULT_VARIANTS:
         assert f"| {variant} |" in result.stdout
+    assert "| asc_random |" not in result.stdout  # on request only
     assert f"encoder SavedModel: {output_dir / 'seed0' / 'asc' / 'encoder'}" in result.stdout
 
 
 def test_demo_numbers_are_finite_and_losses_went_down(small_demo):
     output_dir, _ = small_demo
     results = json.loads((output_dir / "results.json").read_text())
-    assert set(results["variants"]) == set(demo.VARIANTS)
+    assert set(results["variants"]) == set(demo.DEFAULT_VARIANTS)
     assert results["chance"]["same_video_top1"] == pytest.approx(100.0 / 12)
     for variant, entry in results["variants"].items():
         measures = entry["seeds"]["0"]
@@ -88,7 +90,7 @@ def test_demo_run_again_reuses_what_is_done(small_demo):
     result = _demo(output_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "cached in" in result.stderr
-    assert result.stderr.count("measured before") == len(demo.VARIANTS)
+    assert result.stderr.count("measured before") == len(demo.DEFAULT_VARIANTS)
     assert json.loads((output_dir / "results.json").read_text())["variants"] == before["variants"]
 
 
@@ -129,6 +131,21 @@ def test_demo_killed_during_pretraining_resumes_it(tmp_path):
     assert "resuming from" in result.stderr and "ckpt-" in result.stderr
     measures = json.loads((output_dir / "results.json").read_text())["variants"]["acp_only"]["seeds"]["0"]
     assert math.isfinite(measures["same_video_top1"])
+
+
+def test_each_self_supervised_variant_pretrains_with_its_objective():
+    config = demo.DemoConfig(variants=demo.VARIANTS)
+    settings = {
+        variant: demo.pretrain_config(config, variant, seed=0, train_data="x-*.tfrecord")
+        for variant in ("acp_only", "asc", "asc_random")
+    }
+    assert settings["acp_only"].gamma == 0.0
+    assert (settings["asc"].gamma, settings["asc"].scp_mode) == (0.5, "similar")
+    assert (settings["asc_random"].gamma, settings["asc_random"].scp_mode) == (0.5, "random")
+    # Everything else is the same budget and recipe.
+    assert dataclasses.replace(settings["asc_random"], scp_mode="similar", model_dir="") == dataclasses.replace(
+        settings["asc"], model_dir=""
+    )
 
 
 @pytest.mark.parametrize("flag, message", [

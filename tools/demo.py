@@ -25,14 +25,15 @@ import sys
 from absl import flags as absl_flags
 
 import flags
+from asc_tf.demo import DEFAULT_VARIANTS, VARIANTS  # no TensorFlow at import
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIANTS = ("random", "acp_only", "asc", "supervised")
 
 absl_flags.DEFINE_string("output_dir", "runs/demo", "Everything the demo writes goes here.")
 absl_flags.DEFINE_string("data_dir", "", "Cache of the synthetic TFRecords; default <output_dir>/data.")
 absl_flags.DEFINE_integer("seeds", 1, "Number of seeds (0, 1, ...); each runs every variant.")
-absl_flags.DEFINE_list("variants", list(VARIANTS), "Variants to run: random, acp_only, asc, supervised.")
+absl_flags.DEFINE_list("variants", list(DEFAULT_VARIANTS), "Variants to run: random, acp_only, asc, supervised, "
+                       "and asc_random (ASCNet with a random SCP partner; not run by default).")
 absl_flags.DEFINE_integer("steps", 1000, "Training steps of every trained variant (the budget).")
 absl_flags.DEFINE_integer("batch_size", 16, "Videos per step.")
 absl_flags.DEFINE_string("backbone", "r3d_18", "Encoder backbone.")
