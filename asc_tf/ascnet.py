@@ -37,7 +37,7 @@ import tensorflow as tf
 
 from asc_tf import optim
 from asc_tf.models import build_backbone
-from asc_tf.models.heads import predictor, projection_head
+from asc_tf.models.heads import BYOL_HIDDEN, predictor, projection_head
 from asc_tf.queue import SCP_MODES, FeatureQueue, select_scp_targets, write_rows
 
 SPEED_TASKS = ("scp", "sp")
@@ -163,7 +163,7 @@ class ASCNet(keras.Model):
 
         def head(role, space):
             return projection_head(
-                projection, dim=dim, hidden_dim=predictor_hidden or 4096, sync_bn=sync_bn,
+                projection, dim=dim, hidden_dim=predictor_hidden or BYOL_HIDDEN, sync_bn=sync_bn,
                 name=f"{role}_{space}_projection",
             )
 
@@ -292,12 +292,10 @@ class ASCNet(keras.Model):
             tf.concat([g_key_i, g_key_j], 0), tf.concat([g_feat_j, g_feat_i], 0), tf.concat([g_ids, g_ids], 0),
             tf.concat([g_speed_j, g_speed_i], 0), tf.concat([g_labels, g_labels], 0),
         )
-        q_keys, q_feats, q_ids, q_speeds, q_labels, q_valid = self.queue.contents()
-        cand_keys = tf.concat([q_keys, rows[0]], axis=0)
-        cand_feats = tf.concat([q_feats, rows[1]], axis=0)
-        cand_ids = tf.concat([q_ids, rows[2]], axis=0)
-        cand_speeds = tf.concat([q_speeds, rows[3]], axis=0)
-        cand_labels = tf.concat([q_labels, rows[4]], axis=0)
+        *queued, q_valid = self.queue.contents()
+        cand_keys, cand_feats, cand_ids, cand_speeds, cand_labels = (
+            tf.concat([q, r], axis=0) for q, r in zip(queued, rows, strict=True)
+        )
         cand_valid = tf.concat([q_valid, tf.ones_like(rows[2], tf.bool)], axis=0)
 
         # Each direction: (online clip c_a, target key of the other clip — the ACP target and the

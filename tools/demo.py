@@ -25,44 +25,51 @@ import sys
 from absl import flags as absl_flags
 
 import flags
-from asc_tf.demo import DEFAULT_VARIANTS, VARIANTS  # no TensorFlow at import
+from asc_tf.demo import DEFAULT_VARIANTS, VARIANTS, DemoConfig  # no TensorFlow at import
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Every default is DemoConfig's: one place says what the demo runs.
+DEFAULTS = DemoConfig()
 
-absl_flags.DEFINE_string("output_dir", "runs/demo", "Everything the demo writes goes here.")
+absl_flags.DEFINE_string("output_dir", DEFAULTS.output_dir, "Everything the demo writes goes here.")
 absl_flags.DEFINE_string("data_dir", "", "Cache of the synthetic TFRecords; default <output_dir>/data.")
 absl_flags.DEFINE_integer("seeds", 1, "Number of seeds (0, 1, ...); each runs every variant.")
 absl_flags.DEFINE_list("variants", list(DEFAULT_VARIANTS), "Variants to run: random, acp_only, asc, supervised, "
                        "and asc_random (ASCNet with a random SCP partner; not run by default).")
-absl_flags.DEFINE_integer("steps", 1000, "Training steps of every trained variant (the budget).")
-absl_flags.DEFINE_integer("batch_size", 16, "Videos per step.")
-absl_flags.DEFINE_string("backbone", "r3d_18", "Encoder backbone.")
-absl_flags.DEFINE_float("width", 0.25, "Channel width multiplier of the backbone.")
-absl_flags.DEFINE_integer("frames", 8, "Frames per clip.")
-absl_flags.DEFINE_integer("crop_size", 32, "Clip height and width.")
-absl_flags.DEFINE_list("speeds", ["1", "2"], "The two playback speeds (frame strides).")
-absl_flags.DEFINE_float("base_lr", 0.008, "Pretraining learning rate at batch 128, scaled linearly (0.008: Adam "
-                        "at 1e-3 for batch 16).")
-absl_flags.DEFINE_float("supervised_lr", 0.4, "Supervised learning rate at batch 128 (SGD), scaled linearly.")
-absl_flags.DEFINE_enum("optimizer", "adam", ["lars", "sgd", "adam"],
+absl_flags.DEFINE_integer("steps", DEFAULTS.steps, "Training steps of every trained variant (the budget).")
+absl_flags.DEFINE_integer("batch_size", DEFAULTS.batch_size, "Videos per step.")
+absl_flags.DEFINE_string("backbone", DEFAULTS.backbone, "Encoder backbone.")
+absl_flags.DEFINE_float("width", DEFAULTS.width, "Channel width multiplier of the backbone.")
+absl_flags.DEFINE_integer("frames", DEFAULTS.frames, "Frames per clip.")
+absl_flags.DEFINE_integer("crop_size", DEFAULTS.crop_size, "Clip height and width.")
+absl_flags.DEFINE_list("speeds", [str(s) for s in DEFAULTS.speeds], "The two playback speeds (frame strides).")
+absl_flags.DEFINE_float("base_lr", DEFAULTS.base_lr, "Pretraining learning rate at batch 128, scaled linearly "
+                        "(0.008: Adam at 1e-3 for batch 16).")
+absl_flags.DEFINE_float("supervised_lr", DEFAULTS.supervised_lr,
+                        "Supervised learning rate at batch 128 (SGD), scaled linearly.")
+absl_flags.DEFINE_enum("optimizer", DEFAULTS.optimizer, ["lars", "sgd", "adam"],
                        "Pretraining optimiser (the paper's LARS barely moves the weights at batch 16; README).")
-absl_flags.DEFINE_enum("projection", "mlp", ["linear", "mlp"],
+absl_flags.DEFINE_enum("projection", DEFAULTS.projection, ["linear", "mlp"],
                        "Projection heads of the self-supervised variants: one Dense layer, or BYOL's MLP.")
-absl_flags.DEFINE_float("tau", 0.99, "EMA decay of the target network (self-supervised variants).")
-absl_flags.DEFINE_bool("symmetric", True, "Self-supervised variants: each clip of a pair is also the online one.")
-absl_flags.DEFINE_string("motion", "pattern", "Synthetic motion family: pattern or direction_speed.")
-absl_flags.DEFINE_integer("train_videos", 384, "Synthetic training videos (the gallery, and the pretraining data).")
-absl_flags.DEFINE_integer("test_videos", 192, "Synthetic test videos (the queries).")
-absl_flags.DEFINE_enum("eval_split", "test", ["test", "val"],
+absl_flags.DEFINE_float("tau", DEFAULTS.tau, "EMA decay of the target network (self-supervised variants).")
+absl_flags.DEFINE_bool("symmetric", DEFAULTS.symmetric,
+                       "Self-supervised variants: each clip of a pair is also the online one.")
+absl_flags.DEFINE_string("motion", DEFAULTS.motion, "Synthetic motion family: pattern or direction_speed.")
+absl_flags.DEFINE_integer("train_videos", DEFAULTS.train_videos,
+                          "Synthetic training videos (the gallery, and the pretraining data).")
+absl_flags.DEFINE_integer("test_videos", DEFAULTS.test_videos, "Synthetic test videos (the queries).")
+absl_flags.DEFINE_enum("eval_split", DEFAULTS.eval_split, ["test", "val"],
                        "The split of the queries: test, or val (the same size, its own videos) to choose "
                        "settings without looking at the test split.")
-absl_flags.DEFINE_integer("video_frames", 48, "Frames per synthetic video.")
-absl_flags.DEFINE_integer("video_size", 48, "Synthetic frame height and width.")
-absl_flags.DEFINE_integer("data_seed", 0, "Seed of the synthetic set (the same for every training seed).")
-absl_flags.DEFINE_integer("eval_clips", 4,
+absl_flags.DEFINE_integer("video_frames", DEFAULTS.video_frames, "Frames per synthetic video.")
+absl_flags.DEFINE_integer("video_size", DEFAULTS.video_size, "Synthetic frame height and width.")
+absl_flags.DEFINE_integer("data_seed", DEFAULTS.data_seed,
+                          "Seed of the synthetic set (the same for every training seed).")
+absl_flags.DEFINE_integer("eval_clips", DEFAULTS.eval_clips,
                           "Clips per video for retrieval and the linear probe (the paper's 10, scaled down).")
-absl_flags.DEFINE_integer("probe_clips", 2, "Clips per video and speed for the speed probe.")
-absl_flags.DEFINE_integer("same_video_draws", 5, "Augmentation draws averaged by the same-video measure.")
+absl_flags.DEFINE_integer("probe_clips", DEFAULTS.probe_clips, "Clips per video and speed for the speed probe.")
+absl_flags.DEFINE_integer("same_video_draws", DEFAULTS.same_video_draws,
+                          "Augmentation draws averaged by the same-video measure.")
 FLAGS = flags.FLAGS
 
 

@@ -14,6 +14,8 @@ import keras
 
 from asc_tf.models.layers import batch_norm
 
+BYOL_HIDDEN = 4096  # hidden width of BYOL's projection and prediction MLPs
+
 
 @keras.saving.register_keras_serializable(package="asc_tf")
 class MLPHead(keras.layers.Layer):
@@ -56,7 +58,7 @@ class MLPHead(keras.layers.Layer):
         return config
 
 
-def projection_head(kind="linear", dim=256, hidden_dim=4096, sync_bn=False, name="projection"):
+def projection_head(kind="linear", dim=256, hidden_dim=BYOL_HIDDEN, sync_bn=False, name="projection"):
     """The projection head g_a / g_m.
 
     Args:
@@ -69,7 +71,7 @@ def projection_head(kind="linear", dim=256, hidden_dim=4096, sync_bn=False, name
     raise ValueError(f"unknown projection head kind {kind!r}; valid: linear, mlp")
 
 
-def predictor(dim=256, hidden_dim=4096, sync_bn=False, name="predictor"):
+def predictor(dim=256, hidden_dim=BYOL_HIDDEN, sync_bn=False, name="predictor"):
     """The predictor h_a / h_m: BYOL's MLP; hidden_dim=0 gives a single Dense layer."""
     return MLPHead(dim, (hidden_dim,) if hidden_dim else (), sync_bn=sync_bn, name=name)
 
