@@ -120,7 +120,7 @@ class ASCNet(keras.Model):
         sync_bn=False,
         projection="linear",
         dim=256,
-        predictor_hidden=4096,
+        predictor_hidden=BYOL_HIDDEN,
         gamma=0.5,
         scp_mode="similar",
         speed_task="scp",

@@ -51,6 +51,7 @@ from absl import logging
 from asc_tf import distribute, optim
 from asc_tf.ascnet import ASCNet
 from asc_tf.data import augment, pipeline
+from asc_tf.models.heads import BYOL_HIDDEN
 from asc_tf.progress import Progress
 
 OPTIMIZERS = ("lars", "sgd", "adam")
@@ -71,7 +72,7 @@ class PretrainConfig:
     width: float = 1.0
     projection: str = "linear"
     dim: int = 256
-    predictor_hidden: int = 4096
+    predictor_hidden: int = BYOL_HIDDEN
     # clips
     frames: int = 16
     crop_size: int = 112

@@ -91,8 +91,8 @@ def _validate():
         flags.fail("motion", f"must be one of {', '.join(synthetic.MOTIONS)}, got {FLAGS.motion!r}")
     if FLAGS.width <= 0:
         flags.fail("width", f"must be positive, got {FLAGS.width}")
-    if not 0.0 <= FLAGS.tau < 1.0:
-        flags.fail("tau", f"must be in [0, 1), got {FLAGS.tau}")
+    if not 0.0 <= FLAGS.tau <= 1.0:  # as tools.pretrain: 1 freezes the target network
+        flags.fail("tau", f"must be in [0, 1], got {FLAGS.tau}")
     for name in ("base_lr", "supervised_lr"):
         if getattr(FLAGS, name) <= 0:
             flags.fail(name, f"must be positive, got {getattr(FLAGS, name)}")
