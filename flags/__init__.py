@@ -17,6 +17,9 @@ import sys
 # Set before TensorFlow is first imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
+# Before anything can import TensorFlow: `import asc_tf` sets its environment (oneDNN on; asc_tf/cpu.py).
+import asc_tf  # noqa: F401
+
 from absl import app
 from absl import flags as absl_flags
 from absl import logging

@@ -9,6 +9,9 @@ if REPO_ROOT not in sys.path:
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Before any test module imports TensorFlow: `import asc_tf` turns oneDNN on (asc_tf/cpu.py), as in every binary.
+import asc_tf  # noqa: E402,F401
+
 # Real videos in the Kinetics / UCF-101 layouts, beside the checkout (never committed).
 REALCLIPS = os.path.join(os.path.dirname(REPO_ROOT), "shared", "realclips")
 
