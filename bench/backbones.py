@@ -2,7 +2,8 @@
 
 For each backbone at width 1.0, batch 2, 16×112×112 float32: median of
 `--repeats` timed calls after one warm-up (which also compiles). One JSON line
-per configuration. Never run in CI.
+per configuration, with the CPU's instruction sets and oneDNN's state (`asc_tf.cpu.describe()`;
+`ONEDNN_MAX_CPU_ISA=AVX2` gives the AVX2 class on an AVX-512 machine). Never run in CI.
 
     python -m bench.backbones                      # all five, both modes, both compilers
     python -m bench.backbones --backbones r3d_18 --modes forward --no-xla
@@ -15,6 +16,9 @@ import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import asc_tf  # noqa: E402,F401  (before TensorFlow: oneDNN on)
+from asc_tf import cpu  # noqa: E402
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -91,6 +95,7 @@ def main():
                             "clips_per_s": round(args.batch / median, 3),
                             "repeats": args.repeats,
                             "threads": os.cpu_count(),
+                            **cpu.describe(),
                         }
                     ),
                     flush=True,

@@ -33,6 +33,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import asc_tf  # noqa: E402,F401  (before TensorFlow: oneDNN on)
+
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -2,9 +2,10 @@
 
     python -m bench.profile_step                      # R3D-18, 16×112×112, batch 4
     python -m bench.profile_step --batch 2 --steps 3
-    python -m bench.profile_step --frames 8 --size 32 --queue_size 1024 --steps 2   # a quick look
+    ONEDNN_MAX_CPU_ISA=AVX2 python -m bench.profile_step --batch 2   # the AVX2 class
+    python -m bench.profile_step --shape thin --batch 16 --steps 5   # the demo's thin encoder
 
-Builds the step exactly as `bench.train_step` does (the paper's settings, the
+Builds the step exactly as `bench.train_step` does (one of its shapes, the
 model `pretraining.build_model` builds, driven by
 `pretraining.make_train_function`), warms it up, then:
 
@@ -41,9 +42,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import asc_tf  # noqa: E402,F401  (before TensorFlow: oneDNN on)
+
 import tensorflow as tf  # noqa: E402
 
-from bench.train_step import TFStep  # noqa: E402
+from asc_tf import cpu  # noqa: E402
+from bench.train_step import SHAPES, TFStep  # noqa: E402
 
 PARTS = (  # first match wins, on the op's full name
     ("optimizer", ("lars", "sgd", "adam", "optimizer", "apply_gradient", "iteration")),
@@ -120,15 +124,15 @@ def main():
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3, help="steps under the profiler")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps without the profiler")
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--size", type=int, default=112)
+    parser.add_argument("--shape", default="paper", choices=list(SHAPES))
     parser.add_argument("--backbone", default="r3d_18")
-    parser.add_argument("--queue_size", type=int, default=65536)
+    parser.add_argument("--mixed_precision", action="store_true", help="Keras mixed_bfloat16")
     parser.add_argument("--logdir", default=None, help="where the trace goes (default: a temporary folder)")
     parser.add_argument("--top", type=int, default=12)
     args = parser.parse_args()
 
-    step = TFStep(args, args.batch)
+    shape = SHAPES[args.shape]
+    step = TFStep(args, shape, args.batch)
     for _ in range(2):
         step()
     timed = [step() for _ in range(args.repeats)]
@@ -150,8 +154,10 @@ def main():
     print(json.dumps({
         "bench": "profile_step",
         "backbone": args.backbone,
+        "shape": args.shape,
         "batch": args.batch,
-        "clip": [args.frames, args.size, args.size],
+        "clip": [shape.frames, shape.size, shape.size],
+        "precision": "bfloat16" if args.mixed_precision else "float32",
         "step_median_s": round(step_s, 4),
         "op_cpu_s_per_step": round(total / args.steps, 4),
         "top_op_types": [
@@ -163,9 +169,10 @@ def main():
         },
         "trace": logdir,
         "note": "CPU time of op events summed over threads, per step",
+        **cpu.describe(),
     }), flush=True)
 
-    clip_shape = (args.frames, args.size, args.size, 3)
+    clip_shape = (shape.frames, shape.size, shape.size, 3)
     forward = forward_flops(step.model.online_encoder, clip_shape)
     step_flops = 5 * forward * args.batch
     achieved = step_flops / step_s / 1e9
@@ -182,6 +189,7 @@ def main():
         "fraction_of_matmul": round(achieved / matmul, 3),
         "threads": os.cpu_count(),
         "note": "step FLOPs = 5 x forward x batch (online fwd + 2x bwd, target fwd on 2 clips)",
+        **cpu.describe(),
     }), flush=True)
 
 

@@ -4,15 +4,19 @@ Runs in its own process: PyTorch and TensorFlow must not share one.
 `bench.train_step` starts it and sends commands, one per line:
 
   batch N    makes a fresh in-memory batch of N clip pairs; answers "ok"
-  step       runs and times one training step; answers "<seconds> <loss>"
+  step [P]   runs and times one training step at precision P: "float32" (the
+             default) or "bfloat16" (the forward passes under
+             `torch.autocast("cpu", dtype=torch.bfloat16)`, losses, queue and
+             EMA in float32, as TF's mixed_bfloat16); answers "<seconds> <loss>"
   quit       exits
 
 On start it prints "ready <torch version>". Nothing else goes to stdout.
 
 The step is the same algorithm as `asc_tf.ascnet.ASCNet.train_step` with the
-paper's settings: torchvision r3d_18 (fc = Identity) online encoder and a
-deep-copied EMA target; projection heads g_a, g_m (one Linear to 256 each);
-predictors h_a, h_m (256→4096→BN→ReLU→256). The target encodes both clips in
+paper's settings: torchvision r3d_18 (fc = Identity; `--width` scales its
+channels as `asc_tf.models` does) online encoder and a deep-copied EMA target;
+projection heads g_a, g_m (one Linear to `--dim` = 256 each); predictors h_a,
+h_m (256→`--hidden` = 4096→BN→ReLU→256). The target encodes both clips in
 one batch under no_grad with BatchNorm in training mode; the SCP partner of
 each anchor is the argmax of the dot product between a_j and the appearance
 keys of the queue (K rows) and the batch's 2N clips, restricted to other
@@ -22,6 +26,8 @@ of rank ≥ 2); EMA (τ = 0.99) of the target encoder and heads; queue write.
 Input is channels-first, [N, 3, T, H, W].
 
     python -m bench.torch_asc_step --frames 16 --size 112 --queue_size 65536
+    python -m bench.torch_asc_step --width 0.25 --frames 8 --size 32 --queue_size 1024 --dim 64 --hidden 256 \
+        --speeds 1 2
 """
 
 import argparse
@@ -34,8 +40,36 @@ import torch
 import torchvision
 from torch import nn
 from torch.nn import functional as F
+from torchvision.models.video import resnet
 
-SPEEDS = (4, 8)
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
+
+
+def r3d_18(width=1.0):
+    """torchvision's r3d_18 without its classifier; `width` scales every channel count (1.0: the model itself).
+
+    Output [N, 512 · width]. The scaled channels round as `asc_tf.models.layers.scaled` does.
+    """
+    model = torchvision.models.video.r3d_18(weights=None)
+    if width != 1.0:
+        planes = [max(1, int(round(c * width))) for c in (64, 128, 256, 512)]
+        model.inplanes = planes[0]  # torchvision's _make_layer grows the model from this
+        model.stem = nn.Sequential(
+            nn.Conv3d(3, planes[0], (3, 7, 7), (1, 2, 2), (1, 3, 3), bias=False),
+            nn.BatchNorm3d(planes[0]),
+            nn.ReLU(inplace=True),
+        )
+        for index, name in enumerate(("layer1", "layer2", "layer3", "layer4")):
+            layer = model._make_layer(resnet.BasicBlock, resnet.Conv3DSimple, planes[index], 2, stride=1 + (index > 0))
+            setattr(model, name, layer)
+        for module in model.modules():  # torchvision's initialisation
+            if isinstance(module, nn.Conv3d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm3d):
+                nn.init.constant_(module.weight, 1)
+                nn.init.constant_(module.bias, 0)
+    model.fc = nn.Identity()
+    return model
 
 
 def predictor(dim, hidden):
@@ -78,12 +112,13 @@ class LARS(torch.optim.Optimizer):
 class ASCStep:
     """Online and target networks, LARS, the feature queue, and one training step."""
 
-    def __init__(self, frames, size, queue_size, dim=256, hidden=4096, tau=0.99, gamma=0.5, seed=0):
+    def __init__(self, frames, size, queue_size, width=1.0, dim=256, hidden=4096, speeds=(4, 8), tau=0.99, gamma=0.5,
+                 seed=0):
         torch.manual_seed(seed)
-        self.frames, self.size, self.tau, self.gamma = frames, size, tau, gamma
-        encoder = torchvision.models.video.r3d_18(weights=None)
-        encoder.fc = nn.Identity()
-        features = 512
+        self.frames, self.size, self.speeds, self.tau, self.gamma = frames, size, tuple(speeds), tau, gamma
+        self.autocast = None
+        encoder = r3d_18(width)
+        features = max(1, int(round(512 * width)))
         self.online = nn.ModuleDict(
             dict(encoder=encoder, appearance=nn.Linear(features, dim), speed=nn.Linear(features, dim))
         )
@@ -112,8 +147,8 @@ class ASCStep:
             view_i=torch.randn(shape, generator=generator),
             view_j=torch.randn(shape, generator=generator),
             video_id=torch.arange(batch, dtype=torch.int64),
-            speed_i=torch.tensor(SPEEDS, dtype=torch.int32)[torch.randint(2, (batch,), generator=generator)],
-            speed_j=torch.tensor(SPEEDS, dtype=torch.int32)[torch.randint(2, (batch,), generator=generator)],
+            speed_i=torch.tensor(self.speeds, dtype=torch.int32)[torch.randint(2, (batch,), generator=generator)],
+            speed_j=torch.tensor(self.speeds, dtype=torch.int32)[torch.randint(2, (batch,), generator=generator)],
         )
         # The linear scaling rule, as `asc_tf.pretraining.make_optimizer` at step 0 without warm-up.
         lr = 0.3 * batch / 128
@@ -123,16 +158,22 @@ class ASCStep:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
 
+    def _precision(self):
+        """The forward passes' autocast context: bfloat16 compute, or none (float32)."""
+        return torch.autocast("cpu", dtype=self.autocast, enabled=self.autocast is not None)
+
     def _target(self, clips):
         with torch.no_grad():
-            features = self.target["encoder"](clips)
-            keys = F.normalize(self.target["appearance"](features), dim=-1)
-            feats = F.normalize(self.target["speed"](features), dim=-1)
+            with self._precision():
+                features = self.target["encoder"](clips)
+                keys, feats = self.target["appearance"](features), self.target["speed"](features)
+            # Normalised in float32, as the queue holds them (TF's heads are float32 under mixed precision).
+            keys, feats = F.normalize(keys.float(), dim=-1), F.normalize(feats.float(), dim=-1)
         return keys, feats
 
     @staticmethod
     def _regression(prediction, target):
-        return (F.normalize(prediction, dim=-1) - target).square().sum(-1)
+        return (F.normalize(prediction.float(), dim=-1) - target).square().sum(-1)
 
     def step(self):
         data = self.batch
@@ -158,9 +199,10 @@ class ASCStep:
             has_target = allowed.any(dim=1)
             scp_targets = cand_feats[chosen] * has_target[:, None].float()
 
-        features = self.online["encoder"](data["view_i"])
-        pred_a = self.predictors["appearance"](self.online["appearance"](features))
-        pred_m = self.predictors["speed"](self.online["speed"](features))
+        with self._precision():
+            features = self.online["encoder"](data["view_i"])
+            pred_a = self.predictors["appearance"](self.online["appearance"](features))
+            pred_m = self.predictors["speed"](self.online["speed"](features))
         loss_a = self._regression(pred_a, key_j).mean()
         mask = has_target.float()
         loss_m = (self._regression(pred_m, scp_targets) * mask).sum() / mask.sum().clamp_min(1.0)
@@ -188,10 +230,15 @@ def main():
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--queue_size", type=int, default=65536)
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--hidden", type=int, default=4096)
+    parser.add_argument("--speeds", type=int, nargs=2, default=[4, 8])
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    runner = ASCStep(args.frames, args.size, args.queue_size)
+    runner = ASCStep(args.frames, args.size, args.queue_size, width=args.width, dim=args.dim, hidden=args.hidden,
+                     speeds=args.speeds)
     print(f"ready {torch.__version__}", flush=True)
     for line in sys.stdin:
         command = line.split()
@@ -201,6 +248,11 @@ def main():
             runner.set_batch(int(command[1]))
             print("ok", flush=True)
         elif command[0] == "step":
+            precision = command[1] if len(command) > 1 else "float32"
+            if precision not in PRECISIONS:
+                print(f"error unknown precision {precision!r}", flush=True)
+                continue
+            runner.autocast = PRECISIONS[precision]
             start = time.perf_counter()
             loss = runner.step()  # returns the loss as a Python float: the step has finished
             print(f"{time.perf_counter() - start:.6f} {loss:.6f}", flush=True)
