@@ -14,7 +14,7 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
+from asc_tf.choices import STRATEGIES
 
 
 def split_cpu(count):

@@ -5,6 +5,7 @@
     features = encoder(clips)   # clips [N, T, H, W, 3] float → [N, encoder.output_dim] float32
 """
 
+from asc_tf.choices import BACKBONE_NAMES
 from asc_tf.models.port import load_torchvision_state, torch_state_names
 from asc_tf.models.resnet3d import r2plus1d_10, r2plus1d_18, r3d_18
 from asc_tf.models.s3d import s3d, s3dg
@@ -16,6 +17,11 @@ BACKBONES = {
     "s3d": s3d,
     "s3dg": s3dg,
 }
+# The flags offer BACKBONE_NAMES without importing this module (TensorFlow); a name added on one side only
+# would be offered and then fail, or never be offered.
+if set(BACKBONES) != set(BACKBONE_NAMES):
+    raise ImportError(f"BACKBONES {sorted(BACKBONES)} and asc_tf.choices.BACKBONE_NAMES {sorted(BACKBONE_NAMES)} "
+                      "must name the same backbones")
 
 
 def build_backbone(backbone, width=1.0, sync_bn=False, **kwargs):
