@@ -7,6 +7,11 @@ before any work with exit code 2 and one line on stderr naming the flag:
     build_tfrecords: error: --num_shards: must be positive, got -1
 
 Presets (`*.cfg`) beside this file are absl flagfiles: `--flagfile=flags/x.cfg`.
+
+Neither flags/ nor a binary's module level imports TensorFlow (seconds to
+load, minutes on a loaded machine), so that --help and a bad flag answer at
+once: enum flags take their choices from asc_tf/choices.py, and a binary
+imports what needs TensorFlow inside main(), after the checks that do not.
 """
 
 import os

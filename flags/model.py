@@ -4,12 +4,12 @@ from absl import flags as absl_flags
 
 import flags as asc_flags
 
+from asc_tf.choices import BACKBONE_NAMES
+
 
 def define_model_flags(backbone="r3d_18", frames=16, crop_size=112):
     """--backbone, --width, --frames, --crop_size."""
-    from asc_tf.models import BACKBONES
-
-    absl_flags.DEFINE_enum("backbone", backbone, sorted(BACKBONES), "Video encoder architecture.")
+    absl_flags.DEFINE_enum("backbone", backbone, sorted(BACKBONE_NAMES), "Video encoder architecture.")
     absl_flags.DEFINE_float("width", 1.0, "Channel multiplier; 1.0 is the published architecture.")
     absl_flags.DEFINE_integer("frames", frames, "Frames per clip.")
     absl_flags.DEFINE_integer("crop_size", crop_size, "Spatial size of a clip (height = width).")

@@ -9,10 +9,7 @@ from absl import flags as absl_flags
 import flags as asc_flags
 from flags.model import define_model_flags, validate_model_flags
 
-from asc_tf.ascnet import SPEED_TASKS, TAU_SCHEDULES
-from asc_tf.distribute import STRATEGIES
-from asc_tf.pretraining import OPTIMIZERS
-from asc_tf.queue import SCP_MODES
+from asc_tf.choices import OPTIMIZERS, SCP_MODES, SPEED_TASKS, STRATEGIES, TAU_SCHEDULES
 
 
 def define_pretrain_flags():
