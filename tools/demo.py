@@ -25,6 +25,7 @@ import sys
 from absl import flags as absl_flags
 
 import flags
+from asc_tf.choices import BACKBONE_NAMES, OPTIMIZERS
 from asc_tf.demo import DEFAULT_VARIANTS, VARIANTS, DemoConfig  # no TensorFlow at import
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,7 +39,7 @@ absl_flags.DEFINE_list("variants", list(DEFAULT_VARIANTS), "Variants to run: ran
                        "and asc_random (ASCNet with a random SCP partner; not run by default).")
 absl_flags.DEFINE_integer("steps", DEFAULTS.steps, "Training steps of every trained variant (the budget).")
 absl_flags.DEFINE_integer("batch_size", DEFAULTS.batch_size, "Videos per step.")
-absl_flags.DEFINE_string("backbone", DEFAULTS.backbone, "Encoder backbone.")
+absl_flags.DEFINE_enum("backbone", DEFAULTS.backbone, sorted(BACKBONE_NAMES), "Encoder backbone.")
 absl_flags.DEFINE_float("width", DEFAULTS.width, "Channel width multiplier of the backbone.")
 absl_flags.DEFINE_integer("frames", DEFAULTS.frames, "Frames per clip.")
 absl_flags.DEFINE_integer("crop_size", DEFAULTS.crop_size, "Clip height and width.")
@@ -47,7 +48,7 @@ absl_flags.DEFINE_float("base_lr", DEFAULTS.base_lr, "Pretraining learning rate 
                         "(0.008: Adam at 1e-3 for batch 16).")
 absl_flags.DEFINE_float("supervised_lr", DEFAULTS.supervised_lr,
                         "Supervised learning rate at batch 128 (SGD), scaled linearly.")
-absl_flags.DEFINE_enum("optimizer", DEFAULTS.optimizer, ["lars", "sgd", "adam"],
+absl_flags.DEFINE_enum("optimizer", DEFAULTS.optimizer, OPTIMIZERS,
                        "Pretraining optimiser (the paper's LARS barely moves the weights at batch 16; README).")
 absl_flags.DEFINE_enum("projection", DEFAULTS.projection, ["linear", "mlp"],
                        "Projection heads of the self-supervised variants: one Dense layer, or BYOL's MLP.")
