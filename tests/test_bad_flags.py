@@ -88,6 +88,7 @@ ROWS = [
     ("demo", ["--no_such_flag=1"], "no_such_flag"),
     ("demo", ["--speeds=0,2"], "speeds"),
     ("demo", ["--batch_size=-1"], "batch_size"),
+    ("demo", ["--backbone=r3d_50"], "backbone"),
     ("demo", ["--steps=ten"], "steps"),
     ("demo", ["--output_dir={file}"], "output_dir"),
     ("demo", ["--data_dir={file}"], "data_dir"),
