@@ -56,6 +56,7 @@ ROWS = [
     ("pretrain", ["--train_steps=-1"], "train_steps"),
     ("pretrain", ["--train_data={absent}/*.tfrecord"], "train_data"),
     ("pretrain", ["--model_dir={file}"], "model_dir"),
+    ("pretrain", ["--train_data={file}", "--train_steps=0", "--epochs=1"], "epochs"),  # no manifest.json beside it
     ("pretrain", ["--monitor_every=1", "--monitor_train_data={records}",
                   "--monitor_test_data={absent}/*.tfrecord"], "monitor_test_data"),
     # finetune
@@ -65,6 +66,7 @@ ROWS = [
     ("finetune", ["--train_data={absent}/*.tfrecord"], "train_data"),
     ("finetune", ["--output_dir={file}"], "output_dir"),
     ("finetune", ["--init=pretrained", "--model_dir={absent}"], "model_dir"),
+    ("finetune", ["--train_data={file}", "--train_steps=0", "--epochs=1"], "epochs"),  # no manifest.json beside it
     # retrieve
     ("retrieve", ["--no_such_flag=1"], "no_such_flag"),
     ("retrieve", ["--stride=0"], "stride"),

@@ -115,9 +115,9 @@ def train_steps():
 def main(argv):
     del argv
     validate_finetune_flags()
+    steps = train_steps()  # before TensorFlow loads: the two below import it to read the run and the data
     backbone, width = architecture()
     names = class_names()
-    steps = train_steps()
     from asc_tf.evaluation import encoders
     from asc_tf.evaluation.finetune import FinetuneConfig, run_finetune
 

@@ -48,6 +48,9 @@ def _monitor():
 def main(argv):
     del argv
     speeds = validate_pretrain_flags()
+    # Shards named by --train_data are counted before TensorFlow loads, so that --epochs without their
+    # manifest.json fails at once; the synthetic set can only be counted once built (after the strategy).
+    steps = None if FLAGS.synthetic else steps_from_flags(count_videos(FLAGS.train_data))
     from asc_tf import distribute, pretraining
     from asc_tf.data import pipeline
 
@@ -56,8 +59,11 @@ def main(argv):
 
     strategy = distribute.make_strategy(FLAGS.strategy)
     validate_pretrain_flags(num_replicas=strategy.num_replicas_in_sync)
-    train_data = _synthetic_records() if FLAGS.synthetic else FLAGS.train_data
-    train_steps, warmup_steps = steps_from_flags(count_videos(train_data))
+    train_data = FLAGS.train_data
+    if FLAGS.synthetic:
+        train_data = _synthetic_records()
+        steps = steps_from_flags(count_videos(train_data))
+    train_steps, warmup_steps = steps
     config = config_from_flags(train_data, speeds, train_steps, warmup_steps)
     print(f"pretraining {config.backbone} on {train_data}: {train_steps} steps, global batch "
           f"{config.global_batch_size} on {strategy.num_replicas_in_sync} replica(s); writing to {config.model_dir}",
