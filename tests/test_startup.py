@@ -1,0 +1,74 @@
+"""Every binary in tools/ answers --help and a bad flag before TensorFlow is imported.
+
+Importing TensorFlow takes seconds on an idle machine and minutes on a loaded
+one; nothing a flag check needs comes from it. Each case runs the binary as
+`python -m` would (runpy, as __main__) in a fresh interpreter that reports
+the exit code and whether tensorflow or keras was imported by then. How long
+the answer took is measured by hand, never asserted here.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+HEAVY = ("tensorflow", "keras")
+
+# Runs tools.<name> under the given argv; the last stdout line is the report (--help prints above it).
+PROBE = """
+import json, runpy, sys
+name, argv = sys.argv[1], sys.argv[2:]
+sys.argv = [name] + argv
+try:
+    runpy.run_module(name, run_name="__main__", alter_sys=True)
+    code = None
+except SystemExit as stop:
+    code = stop.code
+print(json.dumps({"code": code, "imported": [m for m in %r if m in sys.modules]}))
+""" % (HEAVY,)
+
+# One flag per binary that its own checks (not absl's parser) reject; {tmp} is an empty folder.
+BAD_FLAGS = [
+    ("build_tfrecords", ["--layout=synthetic", "--output_dir={tmp}/out", "--num_videos=0"], "num_videos"),
+    ("pretrain", ["--width=-1"], "width"),
+    ("finetune", ["--width=-1"], "width"),
+    ("retrieve", ["--width=-1"], "width"),
+    ("export", ["--model_dir={tmp}/absent", "--output_dir={tmp}/out"], "model_dir"),
+    ("search", ["index", "--saved_model={tmp}/absent"], "saved_model"),
+    ("demo", ["--width=-1"], "width"),
+    ("inspect_backbone", ["--width=-1"], "width"),
+    # Checks that read the data, but not with TensorFlow: --epochs needs the manifest.json beside the shards.
+    ("pretrain", ["--train_data={tmp}/x.tfrecord", "--model_dir={tmp}/out", "--epochs=1"], "epochs"),
+    ("finetune", ["--init=random", "--train_data={tmp}/x.tfrecord", "--test_data={tmp}/x.tfrecord",
+                  "--output_dir={tmp}/out", "--epochs=1"], "epochs"),
+]
+BINARIES = sorted({binary for binary, _, _ in BAD_FLAGS})
+
+
+def run_probe(binary, argv):
+    result = subprocess.run([sys.executable, "-c", PROBE, f"tools.{binary}", *argv], cwd=REPO_ROOT,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, text=True,
+                            timeout=600)
+    report = f"tools.{binary} {' '.join(argv)}\n{result.stderr[-2000:]}"
+    assert result.returncode == 0 and result.stdout.strip(), report
+    return json.loads(result.stdout.strip().splitlines()[-1]), result, report
+
+
+@pytest.mark.parametrize("binary", BINARIES)
+def test_help_answers_without_tensorflow(binary):
+    probe, result, report = run_probe(binary, ["--help"])
+    assert probe == {"code": 1, "imported": []}, report  # absl's --help exits 1
+    assert "--helpfull" in result.stdout, report  # absl's help text, not some other exit 1
+
+
+@pytest.mark.parametrize("binary, args, flag", BAD_FLAGS, ids=[f"{b}-{f}" for b, _, f in BAD_FLAGS])
+def test_bad_flag_answers_without_tensorflow(tmp_path, binary, args, flag):
+    (tmp_path / "x.tfrecord").write_bytes(b"")
+    probe, result, report = run_probe(binary, [a.format(tmp=tmp_path) for a in args])
+    assert probe == {"code": 2, "imported": []}, report
+    assert result.stderr.strip().splitlines()[-1].startswith(f"{binary}: error: --{flag}:"), report
+    assert not (tmp_path / "out").exists(), report
