@@ -31,7 +31,11 @@ What is timed:
 Every line records the CPU (`asc_tf.cpu.describe()`: avx2 / avx512f /
 avx512_bf16 / amx, whether TF's oneDNN is on, and the ONEDNN_MAX_CPU_ISA
 limit). `ONEDNN_MAX_CPU_ISA=AVX2` limits oneDNN (TF's and PyTorch's alike) to
-AVX2 code: the AVX2-only CPU class on an AVX-512 machine.
+AVX2 code: the AVX2-only CPU class on an AVX-512 machine. Only an idle machine
+gives a fair comparison, hence `load_avg_1min` in every line: with one core
+taken by another process, PyTorch's OpenMP threads stall at their barriers
+(its thin step at batch 16 measured 3–4 s there, 0.19 s alone), while TF's
+work-stealing thread pool degrades gracefully.
 `TF_ENABLE_ONEDNN_OPTS=0` gives TF's Eigen kernels, its default on AVX2-only
 CPUs before `import asc_tf` turned oneDNN on.
 
@@ -320,7 +324,7 @@ def bench_shape(args, name, shape, worker):
             if args.mixed_precision:
                 line["torch_float32_runs"] = rounded(runs["torch_float32"])
         line.update(tf_peak_rss_mb=round(peak_rss_mb(), 1), warmup_steps=WARMUP, threads=os.cpu_count(),
-                    **cpu.describe())
+                    load_avg_1min=round(os.getloadavg()[0], 2), **cpu.describe())
         print(json.dumps(line), flush=True)
         del tf_step
     return tf_medians
