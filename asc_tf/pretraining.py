@@ -34,6 +34,7 @@ the previous checkpoint as the newest readable one; the next run deletes the
 temporary folder (ckpt-<step>_temp) the killed one left.
 """
 
+import contextlib
 import dataclasses
 import glob
 import json
@@ -130,9 +131,32 @@ def make_optimizer(config):
     raise ValueError(f"unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
 
 
+@contextlib.contextmanager
+def precision_policy(mixed_precision):
+    """Layers created inside take Keras's mixed_bfloat16 policy (else float32); the previous global policy after.
+
+    A layer keeps the policy it was created under, so the model stays mixed
+    once built while nothing built later in the process (the demo's next
+    variant, the next test, an evaluation encoder) inherits it. Under
+    mixed_bfloat16 the convolutions compute in bfloat16; every variable stays
+    float32, BatchNorm computes in float32 (Keras upcasts its input), and the
+    heads, losses, queue and EMA are float32 by construction (`asc_tf.ascnet`).
+    """
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed_precision else "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def build_model(config, strategy, total_steps=None):
-    """ASCNet with every variable created and ξ ← θ, compiled with its optimiser (inside `strategy.scope()`)."""
-    with strategy.scope():
+    """ASCNet with every variable created and ξ ← θ, compiled with its optimiser (inside `strategy.scope()`).
+
+    The model computes in bfloat16 where `config.mixed_precision` is set (`precision_policy`), also when it is
+    rebuilt to restore a checkpoint: the checkpoint holds float32 variables either way.
+    """
+    with strategy.scope(), precision_policy(config.mixed_precision):
         model = ASCNet(
             backbone=config.backbone,
             width=config.width,
@@ -339,8 +363,6 @@ def run(config, strategy=None, stream=None, monitor=None):
     Raises:
       NonFiniteLoss: the loss became NaN/inf; the newest checkpoint is the last good one.
     """
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     # The initialisation follows config.seed (the input pipeline's draws are stateless in it).
     keras.utils.set_random_seed(config.seed)
     strategy = strategy or distribute.make_strategy(config.strategy)
