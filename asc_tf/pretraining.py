@@ -49,7 +49,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from asc_tf import distribute, optim
+from asc_tf import cpu, distribute, optim
 from asc_tf.ascnet import ASCNet
 from asc_tf.data import augment, pipeline
 from asc_tf.models.heads import BYOL_HIDDEN
@@ -60,6 +60,10 @@ OPTIMIZERS = ("lars", "sgd", "adam")
 
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; no checkpoint was written for that step."""
+
+
+class UnsupportedPrecision(RuntimeError):
+    """--mixed_precision where TensorFlow has no bfloat16 convolution (oneDNN's kernels below AVX-512)."""
 
 
 @dataclasses.dataclass
@@ -150,12 +154,37 @@ def precision_policy(mixed_precision):
         keras.mixed_precision.set_global_policy(previous)
 
 
+def check_bf16_convolutions():
+    """Raises UnsupportedPrecision where this process cannot run a bfloat16 Conv3D.
+
+    oneDNN (which `import asc_tf` turns on) has no bfloat16 convolution on
+    AVX2-only CPUs, or under ONEDNN_MAX_CPU_ISA=AVX2: without this check the
+    run would stop at the model's first convolution with oneDNN's "could not
+    create a primitive descriptor".
+    """
+    try:
+        tf.nn.conv3d(tf.zeros((1, 1, 1, 1, 1), tf.bfloat16), tf.zeros((1, 1, 1, 1, 1), tf.bfloat16), [1] * 5, "VALID")
+    except tf.errors.OpError as error:
+        limit = cpu.isa_limit()
+        raise UnsupportedPrecision(
+            "--mixed_precision: TensorFlow has no bfloat16 convolution on this CPU"
+            + (f" under {cpu.ISA_LIMIT_ENV}={limit}" if limit else "")
+            + " (oneDNN's bfloat16 convolutions need AVX-512); train in float32, or set TF_ENABLE_ONEDNN_OPTS=0"
+            " for Eigen's bfloat16 kernels, several times slower than float32"
+        ) from error
+
+
 def build_model(config, strategy, total_steps=None):
     """ASCNet with every variable created and ξ ← θ, compiled with its optimiser (inside `strategy.scope()`).
 
     The model computes in bfloat16 where `config.mixed_precision` is set (`precision_policy`), also when it is
     rebuilt to restore a checkpoint: the checkpoint holds float32 variables either way.
+
+    Raises:
+      UnsupportedPrecision: mixed precision where bfloat16 convolutions cannot run (`check_bf16_convolutions`).
     """
+    if config.mixed_precision:
+        check_bf16_convolutions()
     with strategy.scope(), precision_policy(config.mixed_precision):
         model = ASCNet(
             backbone=config.backbone,
@@ -360,9 +389,17 @@ def run(config, strategy=None, stream=None, monitor=None):
     chief at the steps it is due, after that step's scalars, and writes into
     the same TensorBoard folder.
 
+    Under `config.mixed_precision` on a CPU without bfloat16 units, the first
+    line to `stream` (stderr by default) says that bfloat16 will be slower
+    than float32 there and why (`cpu.bf16_warning`).
+
     Raises:
       NonFiniteLoss: the loss became NaN/inf; the newest checkpoint is the last good one.
+      UnsupportedPrecision: `config.mixed_precision` where bfloat16 convolutions cannot run.
     """
+    stream = stream or sys.stderr
+    if config.mixed_precision and (warning := cpu.bf16_warning()):
+        print(warning, file=stream)
     # The initialisation follows config.seed (the input pipeline's draws are stateless in it).
     keras.utils.set_random_seed(config.seed)
     strategy = strategy or distribute.make_strategy(config.strategy)
@@ -374,7 +411,7 @@ def run(config, strategy=None, stream=None, monitor=None):
 
     model, checkpoint, manager, latest = restore(config, strategy)
     if latest:
-        print(f"resuming from {latest}", file=stream or sys.stderr)
+        print(f"resuming from {latest}", file=stream)
     start = int(model.optimizer.iterations.numpy())
     summary = {"start_step": start, "resumed_from": latest, "replicas": strategy.num_replicas_in_sync}
     if start >= config.train_steps:
