@@ -353,6 +353,27 @@ def restore(config, strategy):
     return model, checkpoint, manager, latest
 
 
+def read_scalars(model_dir, tag="loss"):
+    """{step: value} of one TensorBoard scalar a run wrote to model_dir/train, over every process that ran it.
+
+    A resumed run logs again the steps between its checkpoint and the kill;
+    the newer event file's value is the one of the run that went on. A killed
+    process may leave its last record cut short: reading that file stops there.
+    """
+    values = {}
+    # Event file names start with their creation time in seconds: name order is write order.
+    for path in sorted(glob.glob(os.path.join(model_dir, "train", "events.out.tfevents.*"))):
+        try:
+            for record in tf.data.TFRecordDataset(path):
+                event = tf.compat.v1.Event.FromString(record.numpy())
+                for value in event.summary.value:
+                    if value.tag == tag:
+                        values[int(event.step)] = float(tf.make_ndarray(value.tensor))
+        except tf.errors.DataLossError:
+            pass
+    return values
+
+
 def make_train_function(model, strategy, jit_compile=False):
     """iterator -> logs: one `model.train_step` on every replica, the logs averaged over replicas.
 
