@@ -90,5 +90,6 @@ def bf16_warning():
         why = f"{ISA_LIMIT_ENV}={limit} keeps oneDNN off this CPU's bfloat16 instructions"
     else:
         why = "this CPU has no bfloat16 units (AVX-512 BF16 or AMX)"
-    return (f"--mixed_precision: {why}, so bfloat16 is emulated through float32 conversions and runs slower "
-            f"than float32 here")
+    # Without the units bfloat16 is converted through float32 op by op (Eigen), or has no convolution at all
+    # (oneDNN below AVX-512: pretraining.check_bf16_convolutions says so).
+    return f"--mixed_precision: {why}, so bfloat16 is slower than float32 here, where it runs at all"

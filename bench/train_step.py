@@ -21,8 +21,12 @@ What is timed:
                 step, ... — after 2 warm-up steps each, so both see the same
                 load on a shared machine. Both use every core.
                 With `--mixed_precision` TF runs under Keras `mixed_bfloat16`
-                and each round times three steps: TF bf16, PyTorch under
+                (`PretrainConfig.mixed_precision`) and each round times three
+                steps: TF bf16, PyTorch under
                 `torch.autocast("cpu", dtype=torch.bfloat16)`, PyTorch float32.
+                Where TF has no bfloat16 convolution (oneDNN below AVX-512,
+                e.g. under ONEDNN_MAX_CPU_ISA=AVX2) it prints one line saying
+                so and times nothing.
   queue_lookup  `asc_tf.queue.select_scp_targets` (mode "similar") alone in a
                 tf.function: K queue rows of D=256 plus the 2B batch rows as
                 candidates, for B=256 anchors (a paper-sized batch) and for the
@@ -78,11 +82,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import asc_tf  # noqa: E402  (before TensorFlow: oneDNN on)
 from asc_tf import cpu  # noqa: E402
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from asc_tf.pretraining import PretrainConfig, build_model, make_train_function  # noqa: E402
+from asc_tf.pretraining import (  # noqa: E402
+    PretrainConfig, UnsupportedPrecision, build_model, check_bf16_convolutions, make_train_function,
+)
 from asc_tf.queue import select_scp_targets  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -157,8 +162,6 @@ class TFStep:
     def __init__(self, args, shape, batch):
         config = make_config(args, shape, batch)
         self.strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-        # As pretraining.run does for a mixed-precision run: the policy is in force while the model is built.
-        keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.mixed_precision else "float32")
         self.model = build_model(config, self.strategy)
         dataset = make_dataset(batch, shape.frames, shape.size, shape.speeds)
         self.iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
@@ -377,8 +380,15 @@ def main():
             torch_status = "not installed"
         else:
             torch_status = None
-    if args.mixed_precision and cpu.bf16_warning():
-        print(cpu.bf16_warning(), file=sys.stderr)
+    if args.mixed_precision:
+        if cpu.bf16_warning():
+            print(cpu.bf16_warning(), file=sys.stderr)
+        try:
+            check_bf16_convolutions()
+        except UnsupportedPrecision as error:
+            print(json.dumps({"bench": "train_step", "precision": "bfloat16", "tf": f"unsupported: {error}",
+                              **cpu.describe()}), flush=True)
+            return
 
     for name in args.shapes:
         shape = SHAPES[name]
