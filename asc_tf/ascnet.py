@@ -36,12 +36,11 @@ import keras
 import tensorflow as tf
 
 from asc_tf import optim
+from asc_tf.choices import SPEED_TASKS, TAU_SCHEDULES
 from asc_tf.models import build_backbone
 from asc_tf.models.heads import BYOL_HIDDEN, predictor, projection_head
 from asc_tf.queue import SCP_MODES, FeatureQueue, select_scp_targets, write_rows
 
-SPEED_TASKS = ("scp", "sp")
-TAU_SCHEDULES = ("constant", "cosine")
 METRICS = (
     "loss", "loss_a", "loss_m", "tau", "lr", "scp_masked_fraction", "queue_fill", "feature_std",
     "neighbour_same_label",

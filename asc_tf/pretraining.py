@@ -51,11 +51,10 @@ from absl import logging
 
 from asc_tf import cpu, distribute, optim
 from asc_tf.ascnet import ASCNet
+from asc_tf.choices import OPTIMIZERS
 from asc_tf.data import augment, pipeline
 from asc_tf.models.heads import BYOL_HIDDEN
 from asc_tf.progress import Progress
-
-OPTIMIZERS = ("lars", "sgd", "adam")
 
 
 class NonFiniteLoss(RuntimeError):

@@ -33,7 +33,7 @@ same queue (see `asc_tf.ascnet`).
 import keras
 import tensorflow as tf
 
-SCP_MODES = ("similar", "random", "same")
+from asc_tf.choices import SCP_MODES
 
 
 class FeatureQueue(keras.layers.Layer):
