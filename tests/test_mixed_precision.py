@@ -17,6 +17,10 @@ from asc_tf import ascnet, cpu, pretraining
 from asc_tf.models import build_backbone
 from conftest import REPO_ROOT, synthetic_records
 
+# Tests that run bfloat16 convolutions need a CPU where oneDNN has them (AVX-512 BF16 or AMX, not limited below).
+needs_bf16 = pytest.mark.skipif(not cpu.bf16_units(), reason="this CPU has no oneDNN bfloat16 convolution "
+                                "(AVX-512 BF16 or AMX): the bf16 path cannot run here")
+
 # conftest.TINY_PRETRAIN as a PretrainConfig, with the demo's recipe (Adam at 1e-3, MLP heads, both directions).
 TINY = dict(
     backbone="r3d_18", width=0.125, frames=4, crop_size=16, speed_set=(1, 2), global_batch_size=4, queue_size=32,
@@ -65,6 +69,7 @@ def clip_batch(seed=0, batch=4):
     return {name: tf.constant(value) for name, value in batch.items()}
 
 
+@needs_bf16
 def test_bf16_convolutions_compute_in_bfloat16_while_every_variable_and_head_is_float32(bf16_model):
     assert keras.mixed_precision.global_policy().name == "float32"  # building did not leave the policy behind
     for encoder in (bf16_model.online_encoder, bf16_model.target_encoder):
@@ -81,6 +86,7 @@ def test_bf16_convolutions_compute_in_bfloat16_while_every_variable_and_head_is_
     assert bf16_model.queue.keys.dtype == "float32" and bf16_model.queue.feats.dtype == "float32"
 
 
+@needs_bf16
 def test_bf16_batchnorm_moving_statistics_are_float32_averages_of_the_bfloat16_batch(bf16_model):
     bn = batchnorm_layers(bf16_model.online_encoder)[3]
     channels = bn.moving_mean.shape[0]
@@ -106,6 +112,7 @@ def test_regression_loss_normalises_and_reduces_bfloat16_features_in_float32():
     np.testing.assert_allclose(loss.numpy(), np.sum((p - t) ** 2, axis=1), rtol=1e-4, atol=1e-7)
 
 
+@needs_bf16
 def test_bf16_train_step_losses_queue_rows_and_ema_are_float32_exact(bf16_model):
     model, data, batch = bf16_model, clip_batch(), 4
     # The step's own forward passes (BatchNorm in training mode: batch statistics), in float64 afterwards.
@@ -189,6 +196,7 @@ def smoothed(curve):
     return np.convolve(curve, np.ones(SMOOTHING) / SMOOTHING, mode="valid")
 
 
+@needs_bf16
 def test_bf16_loss_curve_stays_within_the_float32_seed_spread(training):
     """Criterion: the mean absolute gap between the bf16 and float32 loss curves of one seed (the same
     initialisation and batches; moving averages of SMOOTHING steps) is below the mean max−min spread of the
@@ -208,6 +216,7 @@ def test_bf16_loss_curve_stays_within_the_float32_seed_spread(training):
     assert training["bf16"][0] == pytest.approx(training["f32"][0][0], abs=0.1)
 
 
+@needs_bf16
 def test_global_policy_is_float32_after_a_mixed_precision_run(training):
     assert training["policy_after"] == "float32"
     model = training["summary"]["model"]
@@ -215,6 +224,7 @@ def test_global_policy_is_float32_after_a_mixed_precision_run(training):
     assert conv_layers(build_backbone("r3d_18", width=0.125))[0].compute_dtype == "float32"
 
 
+@needs_bf16
 def test_compiled_bf16_steps_fill_the_queue_with_float32_unit_keys_and_features(training):
     queue = training["summary"]["model"].queue
     assert int(queue.pointer.numpy()) > queue.size  # every row written by the run's compiled steps
@@ -224,6 +234,7 @@ def test_compiled_bf16_steps_fill_the_queue_with_float32_unit_keys_and_features(
         np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-6)
 
 
+@needs_bf16
 def test_a_mixed_precision_run_resumes_into_a_bfloat16_model(training):
     trained = training["summary"]["model"]
     again = pretraining.run(training["config"], stream=io.StringIO())
@@ -269,3 +280,17 @@ def test_mixed_precision_where_onednn_has_no_bf16_convolution_stops_before_build
     assert result.returncode == 3, result.stderr[-2000:]
     assert "no bfloat16 convolution" in result.stdout and "ONEDNN_MAX_CPU_ISA=AVX2" in result.stdout
     assert "--mixed_precision:" in result.stderr and "slower than float32" in result.stderr  # bf16_warning
+
+
+def test_tools_pretrain_answers_unsupported_bf16_with_one_line_and_exit_2(tmp_path):
+    from conftest import TINY_PRETRAIN
+
+    command = [sys.executable, "-m", "tools.pretrain", *TINY_PRETRAIN, "--synthetic", "--synthetic_videos=4",
+               "--synthetic_frames=8", "--synthetic_size=16", "--train_steps=1", "--mixed_precision",
+               f"--model_dir={tmp_path / 'run'}"]
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", TF_ENABLE_ONEDNN_OPTS="1", TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("pretrain: error:")]
+    assert len(errors) == 1 and "no bfloat16 convolution" in errors[0]
+    assert "Traceback" not in result.stderr

@@ -73,6 +73,10 @@ def main(argv):
     except pretraining.NonFiniteLoss as error:
         print(f"pretrain: stopped: {error}", file=sys.stderr)
         return 1
+    except pretraining.UnsupportedPrecision as error:
+        # Raised before the model is built: nothing was trained, as for any other rejected flag.
+        print(f"pretrain: error: {error}", file=sys.stderr)
+        return flags.EXIT_BAD_FLAG
     first, last = summary["first_logs"], summary["last_logs"]
     if first and last:
         print(f"steps {summary['start_step']}→{summary['end_step']}: loss {first['loss']:.4f} → {last['loss']:.4f} "
