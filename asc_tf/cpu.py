@@ -85,8 +85,8 @@ def bf16_warning():
     """One line saying why bfloat16 will be slower than float32 here, or None where the CPU has bf16 units."""
     if bf16_units():
         return None
-    limit = isa_limit()
-    if limit and (instruction_sets()["avx512_bf16"] or instruction_sets()["amx"]):
+    limit, sets = isa_limit(), instruction_sets()
+    if limit and (sets["avx512_bf16"] or sets["amx"]):
         why = f"{ISA_LIMIT_ENV}={limit} keeps oneDNN off this CPU's bfloat16 instructions"
     else:
         why = "this CPU has no bfloat16 units (AVX-512 BF16 or AMX)"

@@ -381,8 +381,8 @@ def main():
         else:
             torch_status = None
     if args.mixed_precision:
-        if cpu.bf16_warning():
-            print(cpu.bf16_warning(), file=sys.stderr)
+        if warning := cpu.bf16_warning():
+            print(warning, file=sys.stderr)
         try:
             check_bf16_convolutions()
         except UnsupportedPrecision as error:
