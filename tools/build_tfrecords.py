@@ -30,6 +30,9 @@ absl_flags.DEFINE_string("split", None, "hmdb51: split number 1..3 (default 1); 
 absl_flags.DEFINE_string("subset", "train", "hmdb51: train or test.")
 absl_flags.DEFINE_string("csv", None, "kinetics: the official CSV (label,youtube_id,time_start,"
                          "time_end,split); only its videos are ingested.")
+absl_flags.DEFINE_string("only", None, "A text file of video paths relative to --root, one per line: ingest only "
+                         "these of the layout's videos (one split of a folder without split files); a "
+                         "named path the layout does not list is reported missing. Not for synthetic.")
 absl_flags.DEFINE_integer("num_videos", 0, "synthetic: number of videos.")
 absl_flags.DEFINE_integer("seed", 0, "synthetic: seed of the set.")
 absl_flags.DEFINE_integer("synthetic_frames", 64, "synthetic: frames per video.")
@@ -80,6 +83,10 @@ def _validate():
     layout, split = FLAGS.layout, FLAGS.split
     if layout != "synthetic":
         _require("root", os.path.isdir, "directory")
+    if FLAGS.only is not None:
+        if layout == "synthetic":
+            flags.fail("only", "not for --layout=synthetic")
+        _require("only")
     if layout == "ucf101":
         _require("split_file")
         _require("class_index")
@@ -150,6 +157,11 @@ def main(argv):
               "hmdb51": ("root", "split_dir", "subset"), "kinetics": ("root", "csv"),
               "folder": ("root",), "synthetic": ()}[FLAGS.layout]
     settings = {"layout": FLAGS.layout, **{key: FLAGS[key].value for key in inputs}}
+    if FLAGS.only:
+        with open(FLAGS.only, encoding="utf-8", errors="replace") as handle:
+            paths = [line.strip() for line in handle if line.strip()]
+        listing = ingest.subset(listing, paths)
+        settings.update(only=FLAGS.only, only_videos=len(paths))
     if FLAGS.layout == "hmdb51":
         settings["split"] = int(split)
     options = ingest.EncodeOptions(FLAGS.short_side, FLAGS.fps, FLAGS.max_frames, FLAGS.jpeg_quality)

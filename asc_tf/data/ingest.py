@@ -8,6 +8,9 @@ Stages, each a function of its own:
          names but the disk lacks ("missing"), the files on disk a CSV does
          not name ("unlisted") and files that are not videos by extension
          ("ignored").
+  subset
+      -> the listing restricted to named paths (`--only`: one split of a
+         folder that has no split file of its own).
   decode_video
       -> one video's frames, resized and resampled, as JPEG bytes (PyAV).
   ingest
@@ -346,6 +349,21 @@ def list_kinetics(root, csv_path=None):
     missing = [named[path][0] for path in sorted(named) if not named[path][1]]
     unlisted = [path for path in on_disk if path not in claimed]
     return Listing("kinetics", root, class_names, entries, missing, unlisted, ignored)
+
+
+def subset(listing, paths):
+    """The listing restricted to `paths` (relative to its root, '/'-separated), as `--only` asks.
+
+    Videos of the listing that `paths` does not name are left out, silently (they are
+    another split's); a named path the listing lacks, on disk or not, is missing. Files
+    the listing found unlisted or ignored are other videos' business and are dropped.
+    """
+    wanted = {path.replace("\\", "/") for path in paths}
+    entries = [entry for entry in listing.entries if entry.path in wanted]
+    missing = [entry for entry in listing.missing if entry.path in wanted]
+    known = {entry.path for entry in entries + missing}
+    missing += [VideoEntry(path, records.UNLABELLED, "") for path in sorted(wanted - known)]
+    return dataclasses.replace(listing, entries=entries, missing=sorted(missing), unlisted=[], ignored=[])
 
 
 def list_synthetic(num_videos, split="train", seed=0, num_frames=64, size=64,

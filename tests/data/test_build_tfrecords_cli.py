@@ -31,6 +31,8 @@ def run_tool(*args, **kwargs):
     (["--layout=hmdb51", "--split_dir={root}", "--subset=val"], "subset"),
     (["--layout=folder", "--output_dir={file}"], "output_dir"),
     (["--layout=folder", "--root={file}"], "root"),
+    (["--layout=folder", "--only=/nonexistent/train.txt"], "only"),
+    (["--layout=synthetic", "--num_videos=2", "--only={file}"], "only"),
 ])
 def test_bad_flags_exit_2_with_one_line_naming_the_flag(tmp_path, args, flag):
     a_file = tmp_path / "a_file"
@@ -81,3 +83,23 @@ def test_kill_midway_then_rerun_completes_without_duplicates(tmp_path):
         ("arm_wrestling", 5), ("bungee_jumping", 4)]
     assert manifest["shards"] == [f"train-0000{k}-of-00003.tfrecord" for k in range(3)]
     assert manifest["command"][1:] == args
+
+
+def test_only_ingests_the_named_videos_of_the_layout_and_reports_the_named_ones_it_lacks(tmp_path):
+    if not os.path.isdir(REALCLIPS):
+        pytest.skip(f"real clips not found at {REALCLIPS} (see tests/conftest.py)")
+    only = tmp_path / "val.txt"
+    only.write_text("bungee_jumping/b6yQZjPE26c_000023_000033.mp4\n\narm_wrestling/demo_arm_wrestling.mp4\n"
+                    "arm_wrestling/not_on_disk.mp4\n")
+    out = tmp_path / "out"
+    result = run_tool("--layout=kinetics", f"--root={KINETICS}", f"--only={only}", f"--output_dir={out}",
+                      "--short_side=32", "--max_frames=4", "--name=val")
+    assert result.returncode == 0, result.stderr
+    ids, paths = _ids_and_paths(out)
+    assert sorted(paths) == ["arm_wrestling/demo_arm_wrestling.mp4", "bungee_jumping/b6yQZjPE26c_000023_000033.mp4"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["totals"]["ingested"] == 2 and manifest["totals"]["missing"] == 1
+    assert manifest["totals"]["unlisted"] == 0  # the layout's other videos are another split's, not unlisted
+    # The class index stays the whole layout's, so both splits of a folder share their labels.
+    assert manifest["class_names"] == ["arm_wrestling", "bungee_jumping"]
+    assert manifest["options"]["only"] == str(only) and manifest["options"]["only_videos"] == 3
