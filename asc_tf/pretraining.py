@@ -121,17 +121,28 @@ class PretrainConfig:
         return (self.speed_i, self.speed_j) if self.speed_mode == "fixed" else tuple(self.speed_set)
 
 
-def make_optimizer(config):
-    """LARS (paper), SGD with momentum, or Adam, with the linear-scaled warm-up + cosine learning rate."""
+def make_optimizer(config, variables=()):
+    """LARS (paper), SGD with momentum, or Adam, with the linear-scaled warm-up + cosine learning rate.
+
+    `weight_decay` is LARS's coupled decay (g + wd·w, the paper's 1e-6); for SGD and Adam it is
+    Keras's decoupled decay (w ← w − lr·wd·w: AdamW for Adam). None of them decays the biases and
+    BatchNorm's γ/β among `variables` (the variables the optimiser will train).
+    """
     peak = optim.scaled_learning_rate(config.base_lr, config.global_batch_size)
     schedule = optim.WarmupCosine(peak, config.warmup_steps, config.train_steps)
     if config.optimizer == "lars":
         return optim.LARS(schedule, momentum=0.9, weight_decay_rate=config.weight_decay)
+    decay = config.weight_decay or None
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=0.9)
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(schedule)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=decay)
+    elif config.optimizer == "adam":
+        optimizer = (keras.optimizers.AdamW(schedule, weight_decay=decay) if decay
+                     else keras.optimizers.Adam(schedule))
+    else:
+        raise ValueError(f"unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+    if decay:
+        optimizer.exclude_from_weight_decay(var_list=[v for v in variables if optim.is_bias_or_norm(v)])
+    return optimizer
 
 
 @contextlib.contextmanager
@@ -204,7 +215,7 @@ def build_model(config, strategy, total_steps=None):
             seed=config.seed,
         )
         model.build_networks((config.frames, config.crop_size, config.crop_size, 3))
-        optimizer = make_optimizer(config)
+        optimizer = make_optimizer(config, model.online_variables)
         model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
         # Slots for the online variables only: the target is not the optimiser's.
         optimizer.build(model.online_variables)

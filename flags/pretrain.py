@@ -45,7 +45,8 @@ def define_pretrain_flags():
     f.DEFINE_enum("tau_schedule", "constant", TAU_SCHEDULES, "constant, or BYOL's cosine rise to 1.")
     f.DEFINE_enum("optimizer", "lars", OPTIMIZERS, "Optimiser.")
     f.DEFINE_float("base_lr", 0.3, "Learning rate at batch 128; scaled linearly with the global batch.")
-    f.DEFINE_float("weight_decay", 1e-6, "LARS weight decay (not on biases and BatchNorm).")
+    f.DEFINE_float("weight_decay", 1e-6, "Weight decay, never on biases and BatchNorm: LARS's coupled decay (the "
+                   "paper's 1e-6); for sgd and adam Keras's decoupled decay, w -= lr*wd*w (adam becomes AdamW).")
     f.DEFINE_integer("global_batch_size", 256, "Clips pairs per step, over all replicas.")
     f.DEFINE_integer("train_steps", 0, "Training steps; 0 = use --epochs. Exactly one of the two is positive.")
     f.DEFINE_float("epochs", 0.0, "Epochs (needs manifest.json beside the shards to count videos); 0 = use --train_steps.")

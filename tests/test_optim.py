@@ -1,5 +1,6 @@
 """LARS against a NumPy reference, the exclusion rule, and the schedules."""
 
+import dataclasses
 import math
 
 import keras
@@ -85,3 +86,27 @@ def test_warmup_then_cosine():
 def test_byol_tau_rises_from_base_to_one():
     values = [float(optim.byol_tau(s, 0.99, 100)) for s in (0, 50, 100)]
     np.testing.assert_allclose(values, [0.99, 1 - 0.01 * (math.cos(math.pi / 2) + 1) / 2, 1.0], atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_pretraining_weight_decay_is_decoupled_for_adam_and_sgd_and_spares_biases_and_norms(name):
+    from asc_tf import pretraining
+
+    dense = keras.layers.Dense(3)
+    norm = keras.layers.BatchNormalization()
+    norm(dense(tf.ones((2, 4))))
+    variables = dense.trainable_variables + norm.trainable_variables
+    config = pretraining.PretrainConfig(optimizer=name, base_lr=1.28, global_batch_size=128, weight_decay=0.1,
+                                        warmup_steps=0, train_steps=10)
+    optimizer = pretraining.make_optimizer(config, variables)
+    optimizer.build(variables)
+    before = [v.numpy().copy() for v in variables]
+    # Zero gradients: Adam's and SGD's own steps are zero, so what moves is the decay alone, w -= lr·wd·w at lr 1.28.
+    optimizer.apply_gradients([(tf.zeros_like(v), v) for v in variables])
+    kernel, bias, gamma, beta = (v.numpy() for v in variables)
+    np.testing.assert_allclose(kernel, before[0] * (1 - 1.28 * 0.1), rtol=1e-5)
+    for after, was in ((bias, before[1]), (gamma, before[2]), (beta, before[3])):
+        np.testing.assert_array_equal(after, was)
+    # No decay asked: the plain optimiser.
+    plain = pretraining.make_optimizer(dataclasses.replace(config, weight_decay=0.0), variables)
+    assert plain.weight_decay is None and type(plain).__name__ == {"adam": "Adam", "sgd": "SGD"}[name]
