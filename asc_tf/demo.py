@@ -34,6 +34,17 @@ and measures each encoder, frozen (features of the backbone, before any head):
   feature_std, neighbour_same_label
                        the pretraining's own diagnostics at its last step.
 
+On a labelled video folder (`tools.demo --videos`), `run` is also given an
+`evaluate` callable: there the ordinary tools measure each encoder on the
+validation videos, as anyone would measure it again (tools/demo.py):
+
+  retrieval_top1 ... retrieval_top50
+                       tools.retrieve with the protocol's flagfile (10 clips
+                       per video): these replace the in-process retrieval;
+  finetune_top1/top5   tools.finetune from each initialisation (not from the
+                       supervised variant, trained with the labels already),
+                       video-level accuracy over the protocol's clips.
+
 Every measure of every variant sees the same clips (fixed evaluation seed).
 `results.json` holds every seed's numbers and their mean and standard
 deviation; `table(results)` prints them.
@@ -59,6 +70,13 @@ MEASURES = (
 )
 # One seed for every evaluation clip: every encoder is measured on the same clips.
 EVAL_SEED = 20261128
+# The defaults that --videos changes: real frames, stored at short side 128, hold more than 32x32 pixels show.
+VIDEO_DEFAULTS = {"frames": 8, "crop_size": 64, "steps": 500}
+# Measured by the tools on a video folder (`evaluate`), beside MEASURES.
+TOOL_MEASURES = ("retrieval_top10", "retrieval_top20", "retrieval_top50", "finetune_top1", "finetune_top5",
+                 "finetune_seconds")
+# DemoConfig fields that shape the synthetic set and mean nothing on a video folder.
+SYNTHETIC_FIELDS = ("motion", "video_frames", "video_size", "data_seed")
 # The empty file that marks a run folder as the demo's own (and so removable when its settings change).
 RUN_MARK = ".demo_run"
 
@@ -68,6 +86,9 @@ class DemoConfig:
     """Every setting of a demo run; the defaults take about 8 minutes on 2 CPU cores."""
 
     output_dir: str = "runs/demo"
+    # a labelled video folder (tools.demo --videos); "" for the synthetic set
+    videos: str = ""
+    flip: bool = False  # left and right are different classes of the synthetic set; real videos flip
     # the synthetic set (tools.build_tfrecords --layout=synthetic)
     motion: str = "pattern"
     train_videos: int = 384
@@ -94,6 +115,7 @@ class DemoConfig:
     predictor_hidden: int = 256
     queue_size: int = 1024
     tau: float = 0.99
+    weight_decay: float = 1e-6  # as tools.pretrain: coupled for LARS, decoupled (AdamW) for Adam; make_optimizer
     # the supervised variant (finetune.compile_classifier: SGD, cosine)
     supervised_lr: float = 0.4
     # the runs
@@ -143,7 +165,7 @@ def pretrain_config(config, variant, seed, train_data, export=False):
         crop_size=config.crop_size,
         speed_set=tuple(config.speeds),
         speed_mode="random",
-        flip=False,  # left and right are different classes of the synthetic set
+        flip=config.flip,
         projection=config.projection,
         symmetric=config.symmetric,
         gamma=GAMMAS[variant],
@@ -152,6 +174,7 @@ def pretrain_config(config, variant, seed, train_data, export=False):
         tau=config.tau,
         optimizer=config.optimizer,
         base_lr=config.base_lr,
+        weight_decay=config.weight_decay,
         global_batch_size=config.batch_size,
         train_steps=config.steps,
         warmup_steps=config.warmup_steps,
@@ -182,11 +205,15 @@ def pretrain(config, variant, seed, train_data, export, stream):
     return encoders.from_pretraining(config.run_dir(seed, variant)), record
 
 
-def train_supervised(config, seed, train_data, num_classes, stream):
-    """The supervised upper bound: the backbone and a linear head trained with labels; returns (Encoder, record)."""
+def train_supervised(config, seed, train_data, num_classes, stream, export=False):
+    """The supervised upper bound: the backbone and a linear head trained with labels; returns (Encoder, record).
+
+    `export`: the encoder also goes to <run>/encoder as a SavedModel (what tools.retrieve --saved_model reads).
+    """
     import keras
     import tensorflow as tf
 
+    from asc_tf import export as exporting
     from asc_tf.evaluation import encoders, finetune
 
     started = time.monotonic()
@@ -198,12 +225,15 @@ def train_supervised(config, seed, train_data, num_classes, stream):
     )
     finetune.compile_classifier(model, config.supervised_lr, config.batch_size, config.steps, config.warmup_steps)
     dataset = finetune.train_dataset(
-        train_data, config.batch_size, config.frames, config.crop_size, stride=min(config.speeds), flip=False,
+        train_data, config.batch_size, config.frames, config.crop_size, stride=min(config.speeds), flip=config.flip,
         seed=seed, shuffle_buffer=config.train_videos,
     )
     writer = tf.summary.create_file_writer(os.path.join(run_dir, "train"))
     logs = finetune.train(model, dataset, config.steps, writer=writer, stream=stream)
     model.save_weights(os.path.join(run_dir, "classifier.weights.h5"))
+    if export:
+        exporting.export_encoder(model.encoder, os.path.join(run_dir, "encoder"), config.frames, config.crop_size,
+                                 config.resize_short)
     record = {
         "first_loss": logs.get("first_loss"),
         "last_loss": logs.get("loss"),
@@ -337,8 +367,12 @@ def _summary(values):
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
-def run(config, train_data, test_data, num_classes, stream=None):
+def run(config, train_data, test_data, num_classes, stream=None, evaluate=None):
     """Trains and measures every (seed, variant); writes results.json, retrieval.png and the encoder.
+
+    `evaluate(variant, seed, run_dir)`, when given, returns more measures of a trained variant
+    (they update the in-process ones); its `settings` attribute joins the settings a saved
+    measure must match.
 
     A variant whose run folder holds measures of the same settings is not run
     again (nor its picture drawn again), so an interrupted demo picks up where
@@ -354,8 +388,11 @@ def run(config, train_data, test_data, num_classes, stream=None):
 
     stream = stream or sys.stderr
     os.makedirs(config.output_dir, exist_ok=True)
+    ignored = ("output_dir", "seeds", "variants") + (SYNTHETIC_FIELDS if config.videos else ())
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()
-                if k not in ("output_dir", "seeds", "variants")}
+                if k not in ignored}
+    if evaluate is not None:
+        settings["evaluate"] = getattr(evaluate, "settings", None)
     picture_variant = next((v for v in ("asc", "acp_only", "supervised", "random") if v in config.variants))
     per_seed = {variant: {} for variant in config.variants}
     names = _video_names(train_data, test_data)
@@ -385,12 +422,15 @@ def run(config, train_data, test_data, num_classes, stream=None):
             if variant == "random":
                 encoder, record = encoders.random_init(config.backbone, config.width, clip_shape, seed), {}
             elif variant == "supervised":
-                encoder, record = train_supervised(config, seed, train_data, num_classes, stream)
+                encoder, record = train_supervised(config, seed, train_data, num_classes, stream,
+                                                   export=evaluate is not None)
             else:
                 encoder, record = pretrain(config, variant, seed, train_data, export, stream)
             measures, (queries, gallery) = measure(encoder, config, train_data, test_data, stream, names)
             measures.update(record)
-            for name in MEASURES + ("first_loss", "last_loss", "train_seconds"):
+            if evaluate is not None:
+                measures.update(evaluate(variant, seed, run_dir))
+            for name in MEASURES + ("first_loss", "last_loss", "train_seconds") + (TOOL_MEASURES if evaluate else ()):
                 measures.setdefault(name, None)
             per_seed[variant][seed] = measures
             with open(saved, "w") as f:
@@ -409,6 +449,7 @@ def run(config, train_data, test_data, num_classes, stream=None):
             "linear_probe": 100.0 / num_classes,
             "speed_probe": 50.0,
             "same_video_top1": 100.0 / config.test_videos,
+            "finetune_top1": 100.0 / num_classes,
         },
         "variants": {},
         "files": {
@@ -450,7 +491,9 @@ def _remove_run(run_dir):
 
 
 TABLE_COLUMNS = (
-    ("retrieval_top1", "retr@1"), ("retrieval_top5", "retr@5"), ("linear_probe", "linear"),
+    ("retrieval_top1", "retr@1"), ("retrieval_top5", "retr@5"), ("retrieval_top10", "retr@10"),
+    ("retrieval_top20", "retr@20"), ("retrieval_top50", "retr@50"), ("finetune_top1", "fine-tuned@1"),
+    ("linear_probe", "linear"),
     ("speed_probe", "speed"), ("same_video_top1", "same-video@1"), ("effective_rank", "eff.rank"),
     ("feature_std", "feat.std"), ("neighbour_same_label", "nbr.same"), ("first_loss", "loss first"),
     ("last_loss", "loss last"),
@@ -458,13 +501,15 @@ TABLE_COLUMNS = (
 
 
 def table(results):
-    """The results as a Markdown table: mean ± standard deviation over the seeds."""
+    """The results as a Markdown table: mean ± standard deviation over the seeds; columns no variant has are left out."""
     seeds = len(results["seeds"])
-    header = "| variant | " + " | ".join(title for _, title in TABLE_COLUMNS) + " |"
-    lines = [header, "|" + "---|" * (len(TABLE_COLUMNS) + 1)]
+    columns = [(name, title) for name, title in TABLE_COLUMNS
+               if any(entry["mean"].get(name) is not None for entry in results["variants"].values())]
+    header = "| variant | " + " | ".join(title for _, title in columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 1)]
     for variant, entry in results["variants"].items():
         cells = []
-        for name, _ in TABLE_COLUMNS:
+        for name, _ in columns:
             mean, std = entry["mean"].get(name), entry["std"].get(name)
             if mean is None:
                 cells.append("–")
@@ -475,7 +520,7 @@ def table(results):
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     chance = results["chance"]
     lines.append(
-        f"chance: retrieval top-1 and linear probe {chance['retrieval_top1']:.1f} %, speed probe "
+        f"chance: retrieval top-1, linear probe and fine-tuned top-1 {chance['retrieval_top1']:.1f} %, speed probe "
         f"{chance['speed_probe']:.0f} %, same-video top-1 {chance['same_video_top1']:.2f} %; "
         f"{seeds} seed(s){', mean ± standard deviation' if seeds > 1 else ''}"
     )
