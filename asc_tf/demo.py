@@ -83,7 +83,7 @@ RUN_MARK = ".demo_run"
 
 @dataclasses.dataclass
 class DemoConfig:
-    """Every setting of a demo run; the defaults take about 8 minutes on 2 CPU cores."""
+    """Every setting of a demo run; the defaults took 22 minutes on 2 CPU cores with AVX-512 (README)."""
 
     output_dir: str = "runs/demo"
     # a labelled video folder (tools.demo --videos); "" for the synthetic set
@@ -501,7 +501,7 @@ TABLE_COLUMNS = (
 
 
 def table(results):
-    """The results as a Markdown table: mean ± standard deviation over the seeds; columns no variant has are left out."""
+    """The results as a Markdown table, mean ± standard deviation over the seeds; columns no variant has are out."""
     seeds = len(results["seeds"])
     columns = [(name, title) for name, title in TABLE_COLUMNS
                if any(entry["mean"].get(name) is not None for entry in results["variants"].values())]

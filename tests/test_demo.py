@@ -111,7 +111,8 @@ def test_demo_with_other_settings_measures_again(small_demo):
 
 def test_demo_killed_during_pretraining_resumes_it(tmp_path):
     output_dir = tmp_path / "demo"
-    args = [sys.executable, "-m", "tools.demo", f"--output_dir={output_dir}", *SMALL, "--steps=400",
+    # 80 steps, a checkpoint every 20: the kill lands after the first and long before the last step.
+    args = [sys.executable, "-m", "tools.demo", f"--output_dir={output_dir}", *SMALL, "--steps=80",
             "--variants=acp_only", "--same_video_draws=1"]
     process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     checkpoints = output_dir / "seed0" / "acp_only" / "checkpoints"

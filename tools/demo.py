@@ -1,6 +1,6 @@
 """The whole system on the embedded synthetic set, in minutes: build, pretrain, evaluate, export, report.
 
-    python -m tools.demo                       # one seed, about 8 minutes on 2 CPU cores
+    python -m tools.demo                       # one seed, 22 minutes on 2 CPU cores (AVX-512; README)
     python -m tools.demo --seeds=3 --output_dir=runs/demo3
 
 Builds the synthetic set once (through tools.build_tfrecords --layout=synthetic,
@@ -394,9 +394,9 @@ def main(argv):
         output_dir=output_dir, **data, backbone=FLAGS.backbone, width=FLAGS.width, frames=FLAGS.frames,
         crop_size=FLAGS.crop_size, speeds=tuple(speeds), steps=FLAGS.steps, batch_size=FLAGS.batch_size,
         optimizer=FLAGS.optimizer, base_lr=FLAGS.base_lr, projection=FLAGS.projection, symmetric=FLAGS.symmetric,
-        tau=FLAGS.tau, weight_decay=FLAGS.weight_decay, supervised_lr=FLAGS.supervised_lr, seeds=tuple(range(FLAGS.seeds)),
-        variants=tuple(FLAGS.variants), eval_clips=FLAGS.eval_clips, probe_clips=FLAGS.probe_clips,
-        same_video_draws=FLAGS.same_video_draws,
+        tau=FLAGS.tau, weight_decay=FLAGS.weight_decay, supervised_lr=FLAGS.supervised_lr,
+        seeds=tuple(range(FLAGS.seeds)), variants=tuple(FLAGS.variants), eval_clips=FLAGS.eval_clips,
+        probe_clips=FLAGS.probe_clips, same_video_draws=FLAGS.same_video_draws,
     )
     if layout:
         evaluate = tool_measures(config, train_data, test_data, stream)
