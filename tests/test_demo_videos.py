@@ -100,7 +100,7 @@ def test_ucf101_layout_splits_by_group_and_measures_with_the_tools(tmp_path):
 def test_kinetics_layout_splits_per_class_and_measures_the_supervised_encoder(tmp_path):
     kinetics = os.path.join(REALCLIPS, "kinetics")
     _needs(kinetics)
-    output, results, _ = _demo(tmp_path, f"--videos={kinetics}/train",
+    output, results, result = _demo(tmp_path, f"--videos={kinetics}/train",
                                f"--videos_csv={kinetics}/kinetics_mini_train.csv", "--variants=supervised")
     val = _paths(str(output / "data" / "val" / "val-*.tfrecord"))
     # One validation video per class (the CSV lists 4 a class: the last fifth, at least one, of its sorted videos).
@@ -109,6 +109,9 @@ def test_kinetics_layout_splits_per_class_and_measures_the_supervised_encoder(tm
     # The supervised encoder, exported, is measured by tools.retrieve --saved_model; nothing to fine-tune from.
     assert (output / "seed0" / "supervised" / "encoder" / "saved_model.pb").is_file()
     _check_measures(results["variants"]["supervised"], finetuned=False)
+    # The tools' own lines go with the progress to stderr: stdout is the demo's table and files alone.
+    assert "retrieval top-k" in result.stderr and "retrieval top-k" not in result.stdout
+    assert "videos in 1 shards" in result.stderr and "shards" not in result.stdout
 
 
 @pytest.mark.parametrize("args, flag", [

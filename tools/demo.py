@@ -226,7 +226,7 @@ def _build_split(data_dir, split, count, stream):
         f"--output_dir={output}", "--short_side=0",
     ]
     print("building the synthetic " + split + " set: " + " ".join(command[1:]), file=stream)
-    subprocess.run(command, cwd=REPO_ROOT, check=True)
+    subprocess.run(command, cwd=REPO_ROOT, check=True, stdout=stream)  # the demo's stdout is its table
     with open(stamp, "w") as fh:
         json.dump(settings, fh)
     return os.path.join(output, f"{split}-*.tfrecord")
@@ -299,7 +299,7 @@ def _build_video_split(layout, data_dir, split, paths, stream):
             fh.write(text)
         _write_json(stamp, {**settings, "complete": False})
         print(f"{split} videos ({len(paths)}): " + " ".join(command[1:]), file=stream)
-        subprocess.run(command, cwd=REPO_ROOT, check=True)  # an interrupted ingest resumes
+        subprocess.run(command, cwd=REPO_ROOT, check=True, stdout=stream)  # an interrupted ingest resumes
         _write_json(stamp, {**settings, "complete": True})
     with open(os.path.join(output, "manifest.json")) as fh:
         manifest = json.load(fh)
@@ -325,7 +325,7 @@ def _tool(module, flagfile, args, stream):
     command = [sys.executable, "-m", module, f"--flagfile={os.path.abspath(flagfile)}", *args]
     print("  " + " ".join(command[1:]), file=stream)
     started = time.monotonic()
-    subprocess.run(command, cwd=REPO_ROOT, check=True)
+    subprocess.run(command, cwd=REPO_ROOT, check=True, stdout=stream)  # its results line among the progress
     return time.monotonic() - started
 
 
