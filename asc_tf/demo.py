@@ -519,8 +519,10 @@ def table(results):
                 cells.append(f"{mean:.2f}")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     chance = results["chance"]
+    finetuned = any(name == "finetune_top1" for name, _ in columns)
     lines.append(
-        f"chance: retrieval top-1, linear probe and fine-tuned top-1 {chance['retrieval_top1']:.1f} %, speed probe "
+        f"chance: retrieval top-1{', linear probe and fine-tuned top-1' if finetuned else ' and linear probe'} "
+        f"{chance['retrieval_top1']:.1f} %, speed probe "
         f"{chance['speed_probe']:.0f} %, same-video top-1 {chance['same_video_top1']:.2f} %; "
         f"{seeds} seed(s){', mean ± standard deviation' if seeds > 1 else ''}"
     )

@@ -185,3 +185,20 @@ def test_same_item_top1_counts_the_paired_index():
     gallery = np.eye(4)
     assert probes.same_item_top1(gallery, gallery) == 100.0
     assert probes.same_item_top1(gallery[[1, 0, 2, 3]], gallery) == 50.0
+
+
+def test_the_table_leaves_out_columns_no_variant_has():
+    chance = {"retrieval_top1": 50.0, "speed_probe": 50.0, "same_video_top1": 10.0}
+    synthetic = {"seeds": [0], "chance": chance,
+                 "variants": {"random": {"mean": {"retrieval_top1": 40.0}, "std": {}}}}
+    lines = demo.table(synthetic).splitlines()
+    assert lines[0] == "| variant | retr@1 |" and lines[2] == "| random | 40.00 |"
+    assert "fine-tuned" not in lines[-1]
+    videos = {"seeds": [0, 1], "chance": chance, "variants": {
+        "random": {"mean": {"retrieval_top1": 40.0, "finetune_top1": 55.0}, "std": {"retrieval_top1": 1.0,
+                                                                                   "finetune_top1": 2.5}},
+        "supervised": {"mean": {"retrieval_top1": 60.0, "finetune_top1": None}, "std": {"retrieval_top1": 0.5}}}}
+    lines = demo.table(videos).splitlines()
+    assert lines[0] == "| variant | retr@1 | fine-tuned@1 |"
+    assert lines[2:4] == ["| random | 40.00 ± 1.00 | 55.00 ± 2.50 |", "| supervised | 60.00 ± 0.50 | – |"]
+    assert "fine-tuned top-1 50.0 %" in lines[-1]
