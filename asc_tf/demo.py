@@ -71,7 +71,10 @@ MEASURES = (
 # One seed for every evaluation clip: every encoder is measured on the same clips.
 EVAL_SEED = 20261128
 # The defaults that --videos changes: real frames, stored at short side 128, hold more than 32x32 pixels show.
-VIDEO_DEFAULTS = {"frames": 8, "crop_size": 64, "steps": 500}
+# The budget on real video (tools.demo --videos), chosen on ucf6's validation groups (docs/experiments.md):
+# without the colour augmentations, which erase the colour that tells these scenes apart.
+VIDEO_DEFAULTS = {"frames": 8, "crop_size": 64, "steps": 500, "color_jitter": False, "grayscale": False,
+                  "solarize": False}
 # Measured by the tools on a video folder (`evaluate`), beside MEASURES.
 TOOL_MEASURES = ("retrieval_top10", "retrieval_top20", "retrieval_top50", "finetune_top1", "finetune_top5",
                  "finetune_seconds")
@@ -115,6 +118,11 @@ class DemoConfig:
     predictor_hidden: int = 256
     queue_size: int = 1024
     tau: float = 0.99
+    # the views' augmentations beside crops and flips (augment.byol_views; the paper uses all four)
+    color_jitter: bool = True
+    blur: bool = True
+    grayscale: bool = True
+    solarize: bool = True
     weight_decay: float = 1e-6  # as tools.pretrain: coupled for LARS, decoupled (AdamW) for Adam; make_optimizer
     # the supervised variant (finetune.compile_classifier: SGD, cosine)
     supervised_lr: float = 0.4
@@ -166,6 +174,10 @@ def pretrain_config(config, variant, seed, train_data, export=False):
         speed_set=tuple(config.speeds),
         speed_mode="random",
         flip=config.flip,
+        color_jitter=config.color_jitter,
+        blur=config.blur,
+        grayscale=config.grayscale,
+        solarize=config.solarize,
         projection=config.projection,
         symmetric=config.symmetric,
         gamma=GAMMAS[variant],

@@ -149,6 +149,18 @@ def test_each_self_supervised_variant_pretrains_with_its_objective():
     )
 
 
+def test_the_views_augmentations_reach_the_pretraining():
+    from asc_tf import pretraining
+
+    paper = pretraining._views(demo.pretrain_config(demo.DemoConfig(), "asc", seed=0, train_data="x"))
+    assert all(view.jitter_prob > 0 and view.grayscale_prob > 0 for view in paper)
+    config = demo.DemoConfig(color_jitter=False, grayscale=False, solarize=False)
+    views = pretraining._views(demo.pretrain_config(config, "asc", seed=0, train_data="x"))
+    assert [(v.jitter_prob, v.grayscale_prob, v.solarize_prob) for v in views] == [(0.0, 0.0, 0.0)] * 2
+    assert [v.blur_prob for v in views] == [v.blur_prob for v in paper]
+    assert [v.blur_prob for v in views] != [0.0, 0.0]
+
+
 @pytest.mark.parametrize("flag, message", [
     ("--variants=random,bogus", "--variants"),
     ("--speeds=2,2", "--speeds"),

@@ -87,6 +87,9 @@ def test_ucf101_layout_splits_by_group_and_measures_with_the_tools(tmp_path):
     assert {splits.ucf_group(p) for p in train} == {12, 13} and len(train) == 4
     assert results["settings"]["train_videos"] == 4 and results["settings"]["test_videos"] == 2
     assert "motion" not in results["settings"]  # the synthetic set's settings mean nothing here
+    # Real video's defaults: the views keep their colour (crops, flips and blur only).
+    views = json.loads((output / "seed0" / "asc" / "config.json").read_text())
+    assert [views[k] for k in ("color_jitter", "grayscale", "solarize", "blur", "flip")] == [False] * 3 + [True] * 2
     for variant in ("random", "asc"):
         run = output / "seed0" / variant
         assert (run / "retrieve" / "retrieval.json").is_file() and (run / "finetune" / "results.json").is_file()

@@ -70,6 +70,10 @@ absl_flags.DEFINE_enum("projection", DEFAULTS.projection, ["linear", "mlp"],
 absl_flags.DEFINE_float("weight_decay", DEFAULTS.weight_decay, "Self-supervised variants: weight decay, never on "
                         "biases and BatchNorm (decoupled for adam and sgd: AdamW; coupled for lars).")
 absl_flags.DEFINE_float("tau", DEFAULTS.tau, "EMA decay of the target network (self-supervised variants).")
+absl_flags.DEFINE_bool("color_jitter", DEFAULTS.color_jitter, "Self-supervised views: colour jitter (p 0.8).")
+absl_flags.DEFINE_bool("blur", DEFAULTS.blur, "Self-supervised views: Gaussian blur.")
+absl_flags.DEFINE_bool("grayscale", DEFAULTS.grayscale, "Self-supervised views: grayscale (p 0.2).")
+absl_flags.DEFINE_bool("solarize", DEFAULTS.solarize, "Self-supervised views: solarisation (view j, p 0.2).")
 absl_flags.DEFINE_bool("symmetric", DEFAULTS.symmetric,
                        "Self-supervised variants: each clip of a pair is also the online one.")
 absl_flags.DEFINE_string("motion", DEFAULTS.motion, "Synthetic motion family: pattern or direction_speed.")
@@ -394,7 +398,8 @@ def main(argv):
         output_dir=output_dir, **data, backbone=FLAGS.backbone, width=FLAGS.width, frames=FLAGS.frames,
         crop_size=FLAGS.crop_size, speeds=tuple(speeds), steps=FLAGS.steps, batch_size=FLAGS.batch_size,
         optimizer=FLAGS.optimizer, base_lr=FLAGS.base_lr, projection=FLAGS.projection, symmetric=FLAGS.symmetric,
-        tau=FLAGS.tau, weight_decay=FLAGS.weight_decay, supervised_lr=FLAGS.supervised_lr,
+        tau=FLAGS.tau, color_jitter=FLAGS.color_jitter, blur=FLAGS.blur, grayscale=FLAGS.grayscale,
+        solarize=FLAGS.solarize, weight_decay=FLAGS.weight_decay, supervised_lr=FLAGS.supervised_lr,
         seeds=tuple(range(FLAGS.seeds)), variants=tuple(FLAGS.variants), eval_clips=FLAGS.eval_clips,
         probe_clips=FLAGS.probe_clips, same_video_draws=FLAGS.same_video_draws,
     )
