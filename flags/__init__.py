@@ -78,8 +78,27 @@ def _parse(argv):
         sys.exit(EXIT_BAD_FLAG)
 
 
+HELP_ARGS = ("-h", "-?", "--help", "-help", "--helpshort", "-helpshort")
+
+
+def _help():
+    """--help: the binary's docstring and every flag it defines, its own and those of flags/."""
+    main = sys.modules.get("__main__")
+    lines = [((main.__doc__ if main else None) or "").strip(), ""]
+    # The binary's own flags first (its module is named by its path under `python -m`), then flags/'s.
+    modules = [m for m in FLAGS.flags_by_module_dict() if m.split(".")[0] != "absl"]
+    for module in sorted(modules, key=lambda m: m.startswith("flags.")):
+        lines += [FLAGS.module_help(module).strip(), ""]
+    lines.append("--flagfile=FILE reads flags from FILE (the presets in flags/*.cfg); "
+                 "--helpfull adds absl's own flags.")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
 def run(main):
-    """`absl.app.run` with one-line flag errors and exit code 2 for bad flags."""
+    """`absl.app.run` with one-line flag errors and exit code 2 for bad flags; --help exits 0."""
+    if any(arg in HELP_ARGS for arg in sys.argv[1:]):
+        _help()
+        sys.exit(0)
 
     def guarded(argv):
         # Quiet by default: TensorFlow logs every file it saves at INFO. --verbosity=0 brings INFO back.

@@ -1,4 +1,4 @@
-"""Builds TFRecord shards of SequenceExamples from a video dataset, or from the synthetic set.
+r"""Builds TFRecord shards of SequenceExamples from a video dataset, or from the synthetic set.
 
     python -m tools.build_tfrecords --layout=kinetics --root=data/kinetics400/train \
         --csv=data/kinetics400/kinetics400_train.csv --output_dir=records/k400_train --workers=8

@@ -1,4 +1,4 @@
-"""Action recognition from a learned encoder: end-to-end fine-tuning, or the linear probe.
+r"""Action recognition from a learned encoder: end-to-end fine-tuning, or the linear probe.
 
     python -m tools.finetune --flagfile=flags/finetune_ucf101_r3d18.cfg --model_dir=runs/k400_r3d18 \
         --train_data='records/ucf101_train1/*.tfrecord' --test_data='records/ucf101_test1/*.tfrecord' \

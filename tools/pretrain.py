@@ -1,4 +1,4 @@
-"""ASCNet self-supervised pretraining.
+r"""ASCNet self-supervised pretraining.
 
     python -m tools.pretrain --flagfile=flags/pretrain_k400_r3d18.cfg \
         --train_data='records/k400_train/*.tfrecord' --model_dir=runs/k400_r3d18

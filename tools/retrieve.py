@@ -1,4 +1,4 @@
-"""Nearest-neighbour video retrieval with a frozen encoder (the paper's section 4.5).
+r"""Nearest-neighbour video retrieval with a frozen encoder (the paper's section 4.5).
 
     python -m tools.retrieve --model_dir=runs/k400_r3d18 \
         --train_data='records/ucf101_train1/*.tfrecord' --test_data='records/ucf101_test1/*.tfrecord' \

@@ -1,4 +1,4 @@
-"""Video similarity search with an exported encoder: index a folder, then query it with a video.
+r"""Video similarity search with an exported encoder: index a folder, then query it with a video.
 
     python -m tools.search index --saved_model=exports/k400_r3d18_encoder --videos=my_videos \
         --index=my_videos.npz --num_clips=10
