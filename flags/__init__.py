@@ -16,6 +16,7 @@ imports what needs TensorFlow inside main(), after the checks that do not.
 
 import os
 import sys
+import tempfile
 
 # TensorFlow's C++ INFO lines (oneDNN, CUDA probing, tf.data notes) drown a binary's own
 # progress. Warnings stay visible: a skipped corrupt record is reported at that level.
@@ -57,6 +58,39 @@ def require_positive(*names):
         value = getattr(FLAGS, name)
         if value < 1:
             fail(name, f"must be positive, got {value}")
+
+
+def require_writable(name, path=None):
+    """The folder of flag `name` (or `path`, e.g. a file's folder) can be created and written into.
+
+    Checked by creating it and a file in it, both removed again, so that an
+    unwritable location fails as a bad flag before any work instead of after
+    it. URLs (gs://, ...) are left to the file system that serves them.
+    """
+    path = getattr(FLAGS, name) if path is None else path
+    if not path or "://" in path:
+        return
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        fail(name, f"exists and is not a folder: {path}")
+    created, head = [], path
+    while not os.path.exists(head):
+        created.append(head)
+        head = os.path.dirname(head)
+    try:
+        for folder in reversed(created):
+            os.makedirs(folder, exist_ok=True)  # exist_ok: another worker of a multi-host run may be here too
+        descriptor, probe = tempfile.mkstemp(prefix=".write_check_", dir=path)
+        os.close(descriptor)
+        os.remove(probe)
+    except OSError as error:
+        fail(name, f"cannot create or write {path}: {error.strerror or error}")
+    finally:
+        for folder in created:  # deepest first; a folder someone else filled meanwhile stays
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass
 
 
 def _one_line(text):

@@ -51,6 +51,18 @@ BAD_FLAGS = [
     ("finetune", ["--init=random", "--train_data={tmp}/x.tfrecord", "--test_data={tmp}/x.tfrecord",
                   "--output_dir={tmp}/out", "--epochs=1"], "epochs"),
 ]
+# An output location that cannot be created (/proc takes no new folders), after every other flag is good.
+UNWRITABLE = [
+    ("build_tfrecords", ["--layout=synthetic", "--num_videos=2", "--output_dir=/proc/asc/out"], "output_dir"),
+    ("pretrain", ["--train_data={tmp}/x.tfrecord", "--train_steps=2", "--model_dir=/proc/asc/run"], "model_dir"),
+    ("finetune", ["--init=random", "--train_data={tmp}/x.tfrecord", "--test_data={tmp}/x.tfrecord",
+                  "--train_steps=2", "--output_dir=/proc/asc/out"], "output_dir"),
+    ("retrieve", ["--init=random", "--train_data={tmp}/x.tfrecord", "--test_data={tmp}/x.tfrecord",
+                  "--output_dir=/proc/asc/out"], "output_dir"),
+    ("demo", ["--output_dir=/proc/asc/out"], "output_dir"),
+    ("demo", ["--output_dir={tmp}/out", "--data_dir=/proc/asc/data"], "data_dir"),
+]
+BAD_FLAGS += UNWRITABLE
 BINARIES = sorted({binary for binary, _, _ in BAD_FLAGS})
 
 
@@ -90,3 +102,37 @@ def test_bad_flag_answers_without_tensorflow(tmp_path, binary, args, flag):
     assert (probe["code"], probe["imported"]) == (2, []), report
     assert result.stderr.strip().splitlines()[-1].startswith(f"{binary}: error: --{flag}:"), report
     assert not (tmp_path / "out").exists(), report
+
+
+def test_export_and_search_refuse_an_unwritable_output_before_work(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"frames": 8, "crop_size": 32}))
+    (run / "checkpoints" / "checkpoint").write_text("")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "a.mp4").write_bytes(b"")
+    cases = [
+        ("export", [f"--model_dir={run}", "--output_dir=/proc/asc/encoder"], "output_dir"),
+        ("search", ["index", f"--saved_model={tmp_path}/model", f"--videos={tmp_path}/videos",
+                    "--index=/proc/asc/videos.npz"], "index"),
+    ]
+    for binary, args, flag in cases:
+        probe, result, report = run_probe(binary, args)
+        assert (probe["code"], probe["imported"]) == (2, []), report
+        assert result.stderr.strip().splitlines()[-1].startswith(f"{binary}: error: --{flag}: cannot create"), report
+
+
+def test_the_writable_check_leaves_nothing_behind(tmp_path):
+    import flags
+
+    target = tmp_path / "a" / "b" / "c"
+    flags.require_writable("output_dir", str(target))
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "kept").mkdir()
+    flags.require_writable("output_dir", str(tmp_path / "kept"))
+    assert list((tmp_path / "kept").iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(flags.FlagError, match="--output_dir: exists and is not a folder"):
+        flags.require_writable("output_dir", str(tmp_path / "file"))

@@ -149,6 +149,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     split, name = _validate()
+    flags.require_writable("output_dir")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # inherited by the decoder processes
     from asc_tf.data import ingest  # imports TensorFlow: only once the flags are known good
 

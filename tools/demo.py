@@ -370,6 +370,9 @@ def tool_measures(config, train_data, test_data, stream):
 def main(argv):
     del argv
     speeds, layout = _validate()
+    flags.require_writable("output_dir")
+    if FLAGS.data_dir:
+        flags.require_writable("data_dir")
     from asc_tf import demo
     from asc_tf.data import synthetic
 

@@ -85,6 +85,7 @@ def _classifier(settings, frames, crop_size):
 def main(argv):
     del argv
     settings = _validate()
+    flags.require_writable("output_dir")
     from asc_tf import export
     from asc_tf.data import augment
 

@@ -116,6 +116,7 @@ def main(argv):
     del argv
     validate_finetune_flags()
     steps = train_steps()  # before TensorFlow loads: the two below import it to read the run and the data
+    flags.require_writable("output_dir")
     backbone, width = architecture()
     names = class_names()
     from asc_tf.evaluation import encoders

@@ -51,6 +51,7 @@ def main(argv):
     # Shards named by --train_data are counted before TensorFlow loads, so that --epochs without their
     # manifest.json fails at once; the synthetic set can only be counted once built (after the strategy).
     steps = None if FLAGS.synthetic else steps_from_flags(count_videos(FLAGS.train_data))
+    flags.require_writable("model_dir")
     from asc_tf import distribute, pretraining
     from asc_tf.data import pipeline
 

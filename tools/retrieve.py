@@ -44,6 +44,7 @@ def validate_flags():
 def main(argv):
     del argv
     validate_flags()
+    flags.require_writable("output_dir")
     import numpy as np
     import tensorflow as tf
 

@@ -62,6 +62,7 @@ def _validate(argv):
             flags.fail("index", f"is a folder: {FLAGS.index}")
         if FLAGS.num_clips < 1:
             flags.fail("num_clips", f"must be at least 1, got {FLAGS.num_clips}")
+        flags.require_writable("index", os.path.dirname(FLAGS.index) or ".")
         from asc_tf.data import ingest
 
         if not ingest.list_folder(FLAGS.videos).entries:
