@@ -73,24 +73,30 @@ def require_writable(name, path=None):
     path = os.path.abspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
         fail(name, f"exists and is not a folder: {path}")
-    created, head = [], path
-    while not os.path.exists(head):
-        created.append(head)
-        head = os.path.dirname(head)
-    try:
-        for folder in reversed(created):
-            os.makedirs(folder, exist_ok=True)  # exist_ok: another worker of a multi-host run may be here too
-        descriptor, probe = tempfile.mkstemp(prefix=".write_check_", dir=path)
-        os.close(descriptor)
-        os.remove(probe)
-    except OSError as error:
-        fail(name, f"cannot create or write {path}: {error.strerror or error}")
-    finally:
-        for folder in created:  # deepest first; a folder someone else filled meanwhile stays
-            try:
-                os.rmdir(folder)
-            except OSError:
-                pass
+    for attempt in range(3):
+        created, head = [], path
+        while not os.path.exists(head):
+            created.append(head)
+            head = os.path.dirname(head)
+        try:
+            for folder in reversed(created):
+                os.makedirs(folder, exist_ok=True)  # exist_ok: the other workers of a multi-host run check too
+            descriptor, probe = tempfile.mkstemp(prefix=".write_check_", dir=path)
+            os.close(descriptor)
+            os.remove(probe)
+            return
+        except FileNotFoundError as error:
+            # Another worker removed the folder it had made for its own check: try again.
+            if attempt == 2 or not os.path.exists(head):
+                fail(name, f"cannot create or write {path}: {error.strerror or error}")
+        except OSError as error:
+            fail(name, f"cannot create or write {path}: {error.strerror or error}")
+        finally:
+            for folder in created:  # deepest first; a folder someone else filled meanwhile stays
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    pass
 
 
 def _one_line(text):
