@@ -284,11 +284,15 @@ def view_grid(batch, samples=4):
 
 
 def _write_view_grid(config, writer):
-    sample = next(iter(pipeline.pretrain_dataset(
-        config.train_data, min(4, config.global_batch_size), num_frames=config.frames,
-        crop_size=config.crop_size, speeds=config.speeds(), speed_mode=config.speed_mode,
-        augment=_views(config), seed=config.seed, shuffle_buffer=8, repeat=False,
-    )))
+    stats = pipeline.InputStats()
+    try:
+        sample = next(iter(pipeline.pretrain_dataset(
+            config.train_data, min(4, config.global_batch_size), num_frames=config.frames,
+            crop_size=config.crop_size, speeds=config.speeds(), speed_mode=config.speed_mode,
+            augment=_views(config), seed=config.seed, shuffle_buffer=8, repeat=False, stats=stats,
+        )))
+    except StopIteration:
+        raise pipeline.NoUsableClips(config.train_data, stats.as_dict()) from None
     with writer.as_default():
         tf.summary.image("views/rows_alternate_view_i_view_j", view_grid(sample), step=0)
 
@@ -427,6 +431,7 @@ def run(config, strategy=None, stream=None, monitor=None):
     Raises:
       NonFiniteLoss: the loss became NaN/inf; the newest checkpoint is the last good one.
       UnsupportedPrecision: `config.mixed_precision` where bfloat16 convolutions cannot run.
+      pipeline.NoUsableClips: `config.train_data` gave no clip (nothing trained).
     """
     stream = stream or sys.stderr
     if config.mixed_precision and (warning := cpu.bf16_warning()):
@@ -465,7 +470,11 @@ def run(config, strategy=None, stream=None, monitor=None):
     step = start
     started = time.monotonic()
     while step < config.train_steps:
-        logs = _scalars(train_function(iterator))
+        try:
+            logs = _scalars(train_function(iterator))
+        except tf.errors.OutOfRangeError:
+            # The data repeat: it ends only when an epoch gave no clip (on resume, or on a worker).
+            raise pipeline.NoUsableClips(config.train_data, stats.as_dict()) from None
         step += 1
         if not math.isfinite(logs["loss"]):
             raise NonFiniteLoss(

@@ -74,3 +74,44 @@ def test_retrieval_skips_and_counts_damaged_records(damaged, tmp_path):
     # The damaged shard's records before the damage survive; the other shard is whole.
     assert 6 < results["num_gallery"] < 12
     assert "skipped: 1 unreadable records, 1 TFRecord files" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def unusable(tmp_path_factory):
+    """Shards that hold no clip: valid TFRecords of another schema (image Examples), and an empty file."""
+    folder = tmp_path_factory.mktemp("unusable")
+    with tf.io.TFRecordWriter(str(folder / "images.tfrecord")) as writer:
+        for _ in range(4):
+            feature = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"not a video"]))}
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    (folder / "empty.tfrecord").write_bytes(b"")
+    return {"images": str(folder / "images.tfrecord"), "empty": str(folder / "empty.tfrecord"),
+            "clean": synthetic_records(tmp_path_factory.mktemp("clean"), 4, "test", 1)}
+
+
+@pytest.mark.parametrize("kind, why", [("images", "skipped 4 unreadable records"), ("empty", "no records")])
+def test_pretraining_on_input_without_a_clip_says_so_in_one_line(unusable, tmp_path, kind, why):
+    result = run_tool(
+        "tools.pretrain", *TINY, "--speed_set=1,2", "--global_batch_size=4", "--queue_size=32", "--dim=8",
+        "--predictor_hidden=16", "--train_steps=2", f"--train_data={unusable[kind]}",
+        f"--model_dir={tmp_path / 'run'}",
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"pretrain: error: --train_data: no usable clip in {unusable[kind]}: {why}"), last
+    assert "Traceback" not in result.stderr
+
+
+def test_evaluation_tools_on_input_without_a_clip_say_so_in_one_line(unusable, tmp_path):
+    data = [f"--train_data={unusable['images']}", f"--test_data={unusable['clean']}"]
+    retrieve = run_tool("tools.retrieve", *TINY, *data, f"--output_dir={tmp_path / 'r'}", "--resize_short=20",
+                        "--num_clips=2", "--init=random")
+    finetune = run_tool("tools.finetune", *TINY, f"--train_data={unusable['clean']}",
+                        f"--test_data={unusable['empty']}", f"--output_dir={tmp_path / 'f'}", "--resize_short=20",
+                        "--eval_clips=2", "--init=random", "--train_steps=2", "--batch_size=2")
+    for result, tool, flag, pattern in ((retrieve, "retrieve", "train_data", unusable["images"]),
+                                        (finetune, "finetune", "test_data", unusable["empty"])):
+        assert result.returncode == 1, result.stderr[-2000:]
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"{tool}: error: --{flag}: no usable clip in {pattern}"), last
+        assert "Traceback" not in result.stderr

@@ -12,6 +12,7 @@ see asc_tf/data/ingest.py for the decisions behind them.
 """
 
 import os
+import sys
 
 from absl import app
 from absl import flags as absl_flags
@@ -177,6 +178,11 @@ def main(argv):
           f"{totals['rejected']} rejected, {totals['missing']} missing, "
           f"{totals['unlisted']} unlisted ({run['videos_per_second']:.2f} videos/s); "
           f"see {os.path.join(FLAGS.output_dir, 'manifest.json')}")
+    if not totals["ingested"]:
+        print(f"build_tfrecords: error: no usable video in the {name} split: {FLAGS.output_dir}'s shards are empty "
+              f"(rejects, with reasons: {os.path.join(FLAGS.output_dir, 'rejects.tsv')})", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

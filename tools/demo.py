@@ -303,8 +303,12 @@ def _build_video_split(layout, data_dir, split, paths, stream):
             fh.write(text)
         _write_json(stamp, {**settings, "complete": False})
         print(f"{split} videos ({len(paths)}): " + " ".join(command[1:]), file=stream)
-        subprocess.run(command, cwd=REPO_ROOT, check=True, stdout=stream)  # an interrupted ingest resumes
-        _write_json(stamp, {**settings, "complete": True})
+        # An interrupted ingest resumes. Exit 1 with a manifest: no usable video, said below.
+        returncode = subprocess.run(command, cwd=REPO_ROOT, stdout=stream).returncode
+        if returncode == 0:
+            _write_json(stamp, {**settings, "complete": True})
+        elif not os.path.isfile(os.path.join(output, "manifest.json")):
+            raise SystemExit(f"demo: the ingest of the {split} videos stopped with exit code {returncode} (above)")
     with open(os.path.join(output, "manifest.json")) as fh:
         manifest = json.load(fh)
     if manifest["totals"]["ingested"] == 0:

@@ -119,6 +119,7 @@ def main(argv):
     flags.require_writable("output_dir")
     backbone, width = architecture()
     names = class_names()
+    from asc_tf.data import pipeline
     from asc_tf.evaluation import encoders
     from asc_tf.evaluation.finetune import FinetuneConfig, run_finetune
 
@@ -138,7 +139,12 @@ def main(argv):
     mode = "linear probe" if FLAGS.freeze_backbone else "fine-tuning"
     print(f"{mode} {backbone} (width {width}) from {encoder.source}: {steps} steps, batch {FLAGS.batch_size}, "
           f"{len(names)} classes; writing to {FLAGS.output_dir}", file=sys.stderr)
-    results = run_finetune(config, encoder)
+    try:
+        results = run_finetune(config, encoder)
+    except pipeline.NoUsableClips as error:
+        flag = "train_data" if error.pattern == FLAGS.train_data else "test_data"
+        print(f"finetune: error: --{flag}: {error}", file=sys.stderr)
+        return 1
     print(f"video-level ({results['num_videos']} videos, {FLAGS.eval_clips} clips x {FLAGS.eval_crops} crop(s), "
           f"mean softmax): top-1 {100 * results['top1']:.2f}%  top-5 {100 * results['top5']:.2f}%  |  "
           f"clip-level top-1 {100 * results['clip_top1']:.2f}% ({results['num_clips']} clips)")

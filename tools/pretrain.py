@@ -71,6 +71,9 @@ def main(argv):
           file=sys.stderr)
     try:
         summary = pretraining.run(config, strategy, monitor=_monitor())
+    except pipeline.NoUsableClips as error:
+        print(f"pretrain: error: --train_data: {error}", file=sys.stderr)
+        return 1
     except pretraining.NonFiniteLoss as error:
         print(f"pretrain: stopped: {error}", file=sys.stderr)
         return 1

@@ -60,16 +60,23 @@ def main(argv):
 
     stats = pipeline.InputStats()
 
-    def features(pattern, desc):
+    def features(flag, desc):
+        pattern, before = FLAGS[flag].value, stats.as_dict()
         dataset = pipeline.eval_dataset(
             pattern, num_clips=FLAGS.num_clips, num_frames=FLAGS.frames, stride=FLAGS.stride,
             resize_short=FLAGS.resize_short, crop_size=FLAGS.crop_size, stats=stats,
         )
         progress = Progress(total=count_videos(pattern), desc=desc, unit="videos")
-        return retrieval.extract_features(encoder, dataset, progress=progress, names=retrieval.video_names(pattern))
+        try:
+            return retrieval.extract_features(encoder, dataset, progress=progress,
+                                              names=retrieval.video_names(pattern))
+        except pipeline.NoUsableClips:
+            counts = {name: value - before[name] for name, value in stats.as_dict().items()}
+            print(f"retrieve: error: --{flag}: {pipeline.NoUsableClips(pattern, counts)}", file=sys.stderr)
+            sys.exit(1)
 
-    gallery = features(FLAGS.train_data, "gallery (train)")
-    queries = features(FLAGS.test_data, "queries (test)")
+    gallery = features("train_data", "gallery (train)")
+    queries = features("test_data", "queries (test)")
     accuracy = retrieval.topk_accuracy(queries.features, queries.labels, gallery.features, gallery.labels)
     picture = retrieval.retrieval_picture(queries, gallery, rows=FLAGS.picture_rows)
 

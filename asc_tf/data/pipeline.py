@@ -309,6 +309,21 @@ class InputStats:
                 "shards_cut_short": int(self.shards_cut_short.numpy())}
 
 
+class NoUsableClips(ValueError):
+    """An input file pattern gave no clip at all: no records, or every record unreadable.
+
+    `pattern` is the file pattern (None where only a dataset was seen), `counts`
+    the `InputStats.as_dict()` of what was skipped (None where not counted).
+    """
+
+    def __init__(self, pattern=None, counts=None):
+        skipped = describe_skipped(counts) if counts else ""
+        where = pattern if pattern is not None else "the dataset"
+        super().__init__(f"no usable clip in {where}" + (
+            f": skipped {skipped}" if skipped else ": no records" if counts is not None else ""))
+        self.pattern, self.counts = pattern, counts
+
+
 def describe_skipped(counts):
     """`InputStats.as_dict()` -> one phrase for a log line, or "" when nothing was skipped."""
     if not any(counts.values()):

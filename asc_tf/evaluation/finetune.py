@@ -239,7 +239,7 @@ def evaluate(model, dataset, num_videos=None, stream=None):
         progress.update(videos)
     progress.close()
     if not labels:
-        raise ValueError("the evaluation dataset is empty")
+        raise pipeline.NoUsableClips()
     probabilities = np.concatenate(probabilities)
     video_index = np.concatenate(video_index)
     top1, top5 = video_level_accuracy(probabilities, video_index, labels)
@@ -412,12 +412,15 @@ def run_finetune(config, encoder, stream=None):
     writer = tf.summary.create_file_writer(os.path.join(config.output_dir, "tensorboard"))
     started = time.monotonic()
     train_stats, test_stats = pipeline.InputStats(), pipeline.InputStats()
-    train_logs = train(
-        model,
-        train_dataset(config.train_data, config.batch_size, config.frames, config.crop_size, config.stride,
-                      config.flip, config.seed, config.shuffle_buffer, stats=train_stats),
-        config.train_steps, writer, config.log_every, stream,
-    )
+    try:
+        train_logs = train(
+            model,
+            train_dataset(config.train_data, config.batch_size, config.frames, config.crop_size, config.stride,
+                          config.flip, config.seed, config.shuffle_buffer, stats=train_stats),
+            config.train_steps, writer, config.log_every, stream,
+        )
+    except (StopIteration, tf.errors.OutOfRangeError):  # the data repeat: they end only if an epoch is empty
+        raise pipeline.NoUsableClips(config.train_data, train_stats.as_dict()) from None
     train_seconds = time.monotonic() - started
 
     model.save_weights(os.path.join(config.output_dir, "classifier.weights.h5"))
@@ -429,7 +432,10 @@ def run_finetune(config, encoder, stream=None):
         stride=config.stride, resize_short=config.resize_short, crop_size=config.crop_size,
         batch_size=config.eval_batch_size, stats=test_stats,
     )
-    scores = evaluate(model, test, num_videos=config.test_videos, stream=stream)
+    try:
+        scores = evaluate(model, test, num_videos=config.test_videos, stream=stream)
+    except pipeline.NoUsableClips:
+        raise pipeline.NoUsableClips(config.test_data, test_stats.as_dict()) from None
     with writer.as_default():
         for name in ("top1", "top5", "clip_top1"):
             tf.summary.scalar(f"eval/{name}", scores[name], step=config.train_steps)

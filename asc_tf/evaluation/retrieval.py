@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from asc_tf.data import augment, records
+from asc_tf.data import augment, pipeline, records
 
 KS = (1, 5, 10, 20, 50)
 # Thumbnails kept per video for pictures: the whole UCF-101 split 1 at 64 px is
@@ -120,7 +120,7 @@ def extract_features(encoder, dataset, progress=None, names=None, keep_frames=Tr
     if progress is not None:
         progress.close()
     if not features:
-        raise ValueError("the dataset gave no video")
+        raise pipeline.NoUsableClips()
     features = np.concatenate(features).astype(np.float32)
     video_ids = np.concatenate(video_ids).astype(np.int64)
     unknown = ("", "")

@@ -103,3 +103,15 @@ def test_only_ingests_the_named_videos_of_the_layout_and_reports_the_named_ones_
     # The class index stays the whole layout's, so both splits of a folder share their labels.
     assert manifest["class_names"] == ["arm_wrestling", "bungee_jumping"]
     assert manifest["options"]["only"] == str(only) and manifest["options"]["only_videos"] == 3
+
+
+def test_an_ingest_with_no_usable_video_exits_1_and_says_so(tmp_path):
+    (tmp_path / "root" / "waving").mkdir(parents=True)
+    (tmp_path / "root" / "waving" / "broken.mp4").write_bytes(b"not a video" * 100)
+    out = tmp_path / "out"
+    result = run_tool("--layout=folder", f"--root={tmp_path / 'root'}", f"--output_dir={out}", "--workers=1")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("build_tfrecords: error: no usable video in the "), \
+        result.stderr
+    totals = json.loads((out / "manifest.json").read_text())["totals"]
+    assert (totals["ingested"], totals["rejected"]) == (0, 1), totals
