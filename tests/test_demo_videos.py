@@ -97,6 +97,8 @@ def test_ucf101_layout_splits_by_group_and_measures_with_the_tools(tmp_path):
     # The pretrained variant is a run folder the tools take as --model_dir: the harness ran them on it.
     retrieval = json.loads((output / "seed0" / "asc" / "retrieve" / "retrieval.json").read_text())
     assert retrieval["flags"]["model_dir"] == str(output / "seed0" / "asc") and retrieval["num_queries"] == 2
+    # It records the run's architecture (TINY's width), not the --width default it was not given.
+    assert (retrieval["flags"]["backbone"], retrieval["flags"]["width"]) == ("r3d_18", 0.125)
     assert "fine-tuned@1" in result.stdout and "| asc |" in result.stdout
 
 

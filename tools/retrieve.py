@@ -77,6 +77,16 @@ def main(argv):
 
     gallery = features("train_data", "gallery (train)")
     queries = features("test_data", "queries (test)")
+    for flag, videos in (("test_data", queries), ("train_data", gallery)):
+        unlabelled = int(np.sum(videos.labels < 0))
+        if unlabelled:
+            print(f"retrieve: error: --{flag}: {unlabelled} of {len(videos)} videos have no label; top-k needs "
+                  "labels (tools.search ranks unlabelled videos)", file=sys.stderr)
+            return 1
+    overlap = retrieval.queries_in_gallery(queries, gallery)
+    if overlap:
+        print(f"retrieve: warning: {overlap} of {len(queries)} queries are also in the gallery (the same path): "
+              "each one's nearest neighbour is itself, so top-k overstates", file=sys.stderr)
     accuracy = retrieval.topk_accuracy(queries.features, queries.labels, gallery.features, gallery.labels)
     picture = retrieval.retrieval_picture(queries, gallery, rows=FLAGS.picture_rows)
 
@@ -86,11 +96,19 @@ def main(argv):
         "units": "percent",
         "num_queries": len(queries),
         "num_gallery": len(gallery),
+        "queries_in_gallery": overlap,
         "num_clips": FLAGS.num_clips,
         "encoder": encoder.source,
         "input": stats.as_dict(),
         "flags": {name: FLAGS[name].value for name in RECORDED_FLAGS},
     }
+    # The architecture used, not the flags' defaults: a run's comes from its config.json; a SavedModel
+    # does not name its own.
+    if FLAGS.model_dir:
+        run = encoders.pretrain_config(FLAGS.model_dir)
+        results["flags"].update(backbone=run.backbone, width=run.width)
+    elif FLAGS.saved_model:
+        results["flags"].update(backbone=None, width=None)
     with open(os.path.join(FLAGS.output_dir, "retrieval.json"), "w") as f:
         json.dump(results, f, indent=2)
     tf.io.write_file(os.path.join(FLAGS.output_dir, "retrieval.png"), tf.io.encode_png(picture))

@@ -16,7 +16,7 @@ plus keys of our own, all optional when parsing:
   context           clip/path         bytes, source path relative to the ingest root
 
 A record without our keys (a Model Garden record) parses with `video_id`
-derived from a hash of its first frame, `num_frames` counted from the frames,
+a hash of the whole serialized record (distinct records, distinct ids), `num_frames` counted from the frames,
 `fps` 0.0 and `path` empty. Labels absent from a record read as -1
 (unlabelled video).
 """
@@ -103,7 +103,7 @@ def parse_sequence_example(serialized):
         'num_frames': scalar int32, F
         'label':      scalar int64 (-1 when absent)
         'label_text': scalar tf.string
-        'video_id':   scalar int64 (hash of the first frame when absent)
+        'video_id':   scalar int64 (a hash of the whole record when absent)
         'fps':        scalar float32 (0.0 when absent)
         'path':       scalar tf.string
     """
@@ -112,8 +112,8 @@ def parse_sequence_example(serialized):
     )
     frames = sequence[IMAGE_KEY]
     num_frames = tf.shape(frames, out_type=tf.int32)[0]
-    first_frame = tf.cond(num_frames > 0, lambda: frames[0], lambda: tf.constant(""))
-    hashed_id = tf.strings.to_hash_bucket_fast(first_frame, 2**62)
+    # The whole record's hash: videos that open on the same frame (a black one, say) are still two videos.
+    hashed_id = tf.strings.to_hash_bucket_fast(serialized, 2**62)
     video_id = tf.sparse.to_dense(context[VIDEO_ID_KEY])
     video_id = tf.cond(tf.size(video_id) > 0, lambda: video_id[0], lambda: hashed_id)
     return {

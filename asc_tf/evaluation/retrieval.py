@@ -162,6 +162,17 @@ def nearest_neighbours(query_features, gallery_features, k):
     return np.concatenate(blocks) if blocks else np.zeros((0, k), np.int64)
 
 
+def queries_in_gallery(queries, gallery):
+    """How many queries are also in the gallery, by path: hits that prove nothing.
+
+    By path, not by video id: an ingest numbers its own videos 0, 1, ..., so
+    the ids of two splits ingested apart coincide. Records without a path are
+    not counted.
+    """
+    paths = {path for path in gallery.paths if path}
+    return sum(1 for path in queries.paths if path and path in paths)
+
+
 def topk_accuracy(query_features, query_labels, gallery_features, gallery_labels, ks=KS):
     """Retrieval top-k accuracy, in percent.
 

@@ -220,6 +220,17 @@ def test_model_garden_records_go_through_pretraining(tmp_path):
     assert len(set(batch["video_id"])) == 3
 
 
+def test_model_garden_records_that_open_on_the_same_frame_are_two_videos(tmp_path):
+    black = _jpeg(np.zeros((40, 48, 3), np.uint8))
+    path = str(tmp_path / "mg.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        for seed in (1, 2):
+            writer.write(_model_garden_record([black] + _textured_video(8, seed=seed), 0))
+    ids = _video_ids(path)
+    assert len(ids) == 2 and ids[0] != ids[1]
+    assert _video_ids(path) == ids  # the same record, the same id, every read
+
+
 def _video_ids(path, stats=None):
     dataset = pipeline.eval_dataset(path, num_clips=1, num_frames=2, resize_short=32, crop_size=CROP, stats=stats)
     return [int(element["video_id"]) for element in dataset]

@@ -64,6 +64,7 @@ def test_retrieve_with_random_init_writes_results_picture_and_tensorboard(record
         results = json.load(f)
     assert (results["num_queries"], results["num_gallery"], results["num_clips"]) == (12, 12, 2)
     assert results["units"] == "percent" and results["flags"]["init"] == "random"
+    assert results["queries_in_gallery"] == 0 and "warning" not in result.stderr
     tops = [results[f"top{k}"] for k in (1, 5, 10, 20, 50)]
     assert tops == sorted(tops) and all(0.0 <= top <= 100.0 for top in tops)
     # Top-50 covers the whole gallery: a hit exactly when the query's class is in the training split.
@@ -79,6 +80,32 @@ def test_retrieve_with_random_init_writes_results_picture_and_tensorboard(record
     assert logged["retrieval/top1"] == [(0, pytest.approx(results["top1"]))]
     assert logged["retrieval/top50"] == [(0, pytest.approx(results["top50"]))]
     assert "retrieval/query_then_nearest_train_videos" in logged
+
+
+def test_queries_that_are_in_the_gallery_are_counted_and_warned_of(records, tmp_path):
+    result = run_tool("tools.retrieve", *TINY, f"--train_data={records['train']}",
+                      f"--test_data={records['train']}", f"--output_dir={tmp_path / 'out'}", "--resize_short=20",
+                      "--num_clips=2", "--init=random")
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((tmp_path / "out" / "retrieval.json").read_text())
+    assert results["queries_in_gallery"] == 12 and results["top1"] == 100.0
+    assert "retrieve: warning: 12 of 12 queries are also in the gallery" in result.stderr
+
+
+def test_unlabelled_queries_are_refused_a_top_k(records, tmp_path):
+    from asc_tf.data import ingest
+
+    listing = ingest.list_synthetic(4, split="test", seed=1, num_frames=12, size=20, motion="pattern")
+    listing.entries = [entry._replace(label=-1, label_text="") for entry in listing.entries]
+    ingest.ingest(listing, str(tmp_path / "unlabelled"), name="test", options=ingest.EncodeOptions(short_side=0),
+                  command=["test"])
+    pattern = str(tmp_path / "unlabelled" / "test-*.tfrecord")
+    result = run_tool("tools.retrieve", *TINY, f"--train_data={records['train']}", f"--test_data={pattern}",
+                      f"--output_dir={tmp_path / 'out'}", "--resize_short=20", "--num_clips=2", "--init=random")
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "retrieve: error: --test_data: 4 of 4 videos have no label"), result.stderr[-2000:]
+    assert not (tmp_path / "out" / "retrieval.json").exists()
 
 
 @pytest.mark.parametrize(
