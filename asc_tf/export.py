@@ -5,11 +5,13 @@ A model exported here needs neither this package nor Keras to run: plain
 
   encoder (`export_encoder`):
     signatures["serving_default"](clips=[N, frames, H, W, 3] uint8) -> {"features": [N, D] float32}
+    signatures["any_length"](clips=[N, T, H, W, 3] uint8) -> {"features": [N, D] float32}, any T
     features(clips [N, T, h, w, 3] float32, normalised) -> [N, D] float32
     output_dim, frames, crop_size, resize_short    int32 scalar variables
 
   classifier (`export_classifier`):
     signatures["serving_default"](clips=[N, frames, H, W, 3] uint8) -> {"probabilities": [N, C] float32}
+    signatures["any_length"](clips=[N, T, H, W, 3] uint8) -> {"probabilities": [N, C] float32}, any T
     signatures["class_names"]() -> {"class_names": [C] string}
     logits(clips [N, T, h, w, 3] float32, normalised) -> [N, C] float32
     class_names                                    [C] string variable
@@ -20,8 +22,10 @@ The serving signature applies the test-time protocol of
 frame resized to `resize_short` (bilinear, antialiased), one centre crop of
 `crop_size`, `augment.normalize`. N, H and W are free (one SavedModel serves
 any video size); T is fixed to `frames`, the clip length the model was
-trained and evaluated at, so a caller cannot silently feed clips of another
-length. `features` and `logits` are the bare networks for evaluation code that
+trained and evaluated at, and checked in the graph: clips of another length
+fail with InvalidArgumentError naming both lengths, so a caller cannot feed
+them by mistake. `any_length` is the same protocol without that check, for
+callers who mean another T (the backbones pool over time). `features` and `logits` are the bare networks for evaluation code that
 does its own preprocessing (`asc_tf.evaluation.encoders.from_saved_model`);
 the backbones are fully convolutional with global pooling, so they take any
 T, h and w.
@@ -62,8 +66,8 @@ def _check(frames, crop_size, resize_short):
         raise ValueError(f"resize_short {resize_short} is smaller than crop_size {crop_size}")
 
 
-def _raw_clips(frames):
-    return [tf.TensorSpec([None, int(frames), None, None, 3], tf.uint8, name="clips")]
+def _raw_clips(frames=None):
+    return [tf.TensorSpec([None, None if frames is None else int(frames), None, None, 3], tf.uint8, name="clips")]
 
 
 _NORMALISED_CLIPS = [tf.TensorSpec([None, None, None, None, 3], tf.float32, name="clips")]
@@ -80,6 +84,7 @@ class _ClipModel(tf.Module):
     def __init__(self, model, frames, crop_size, resize_short, name):
         super().__init__(name=name)
         self._model = model
+        self._frames = int(frames)
         self._crop_size = int(crop_size)
         self._resize_short = int(resize_short)
         self.frames = _int_constant(frames, "frames")
@@ -90,8 +95,17 @@ class _ClipModel(tf.Module):
         """[N, T, h, w, 3] float32 normalised -> the Keras model's output, float32."""
         return tf.cast(self._model(clips, training=False), tf.float32)
 
-    def forward_raw(self, clips):
-        """[N, frames, H, W, 3] uint8 -> the Keras model's output on the protocol's crops, float32."""
+    def forward_raw(self, clips, any_length=False):
+        """[N, frames, H, W, 3] uint8 -> the Keras model's output on the protocol's crops, float32.
+
+        Clips of another T fail (InvalidArgumentError) unless `any_length`.
+        """
+        if not any_length:
+            # A loaded signature does not enforce its declared T by itself: checked here, in the graph.
+            tf.debugging.assert_equal(
+                tf.shape(clips)[1], self._frames,
+                message=f"{self.name}: clips must have {self._frames} frames (the declared T; "
+                        "signatures['any_length'] takes another); got T =")
         return self.forward(preprocess(clips, self._crop_size, self._resize_short))
 
 
@@ -115,7 +129,9 @@ def export_encoder(encoder_model, path, frames, crop_size, resize_short=None):
     module.features = tf.function(module.forward, input_signature=_NORMALISED_CLIPS)
     serve = tf.function(lambda clips: {"features": module.forward_raw(clips)},
                         input_signature=_raw_clips(frames))
-    tf.saved_model.save(module, path, signatures={"serving_default": serve})
+    any_length = tf.function(lambda clips: {"features": module.forward_raw(clips, any_length=True)},
+                             input_signature=_raw_clips())
+    tf.saved_model.save(module, path, signatures={"serving_default": serve, "any_length": any_length})
     return module
 
 
@@ -141,6 +157,10 @@ def export_classifier(classifier_model, path, class_names, frames, crop_size, re
     module.logits = tf.function(module.forward, input_signature=_NORMALISED_CLIPS)
     serve = tf.function(lambda clips: {"probabilities": tf.nn.softmax(module.forward_raw(clips), axis=-1)},
                         input_signature=_raw_clips(frames))
+    any_length = tf.function(
+        lambda clips: {"probabilities": tf.nn.softmax(module.forward_raw(clips, any_length=True), axis=-1)},
+        input_signature=_raw_clips())
     names = tf.function(lambda: {"class_names": module.class_names.read_value()}, input_signature=[])
-    tf.saved_model.save(module, path, signatures={"serving_default": serve, "class_names": names})
+    tf.saved_model.save(module, path, signatures={"serving_default": serve, "any_length": any_length,
+                                                  "class_names": names})
     return module

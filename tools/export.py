@@ -108,7 +108,8 @@ def main(argv):
         source = f"classifier {settings['backbone']} ({len(class_names)} classes) from {FLAGS.classifier_dir}"
     print(f"exported {source} to {FLAGS.output_dir}\n"
           f"  serving_default: clips uint8 [N, {frames}, H, W, 3] -> short side {resize_short}, "
-          f"centre crop {crop_size}, normalise -> {output}")
+          f"centre crop {crop_size}, normalise -> {output}; other T fail\n"
+          f"  any_length: the same for clips of any T")
     return 0
 
 

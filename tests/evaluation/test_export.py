@@ -45,6 +45,14 @@ LOADER = textwrap.dedent("""
         "serving_shape": np.array([-1 if d is None else d for d in serve.structured_input_signature[1]["clips"].shape]),
         "serving_dtype": np.array(serve.structured_input_signature[1]["clips"].dtype.name),
     }
+    longer = tf.constant(inputs["longer"])
+    try:
+        serve(clips=longer)
+        outputs["wrong_length"] = np.array("accepted")
+    except tf.errors.InvalidArgumentError as error:
+        outputs["wrong_length"] = np.array(error.message)
+    outputs["longer"] = encoder.signatures["any_length"](clips=longer)["features"].numpy()
+    outputs["longer_probabilities"] = classifier.signatures["any_length"](clips=longer)["probabilities"].numpy()
     assert "asc_tf" not in sys.modules
     np.savez(outputs_path, **outputs)
 """)
@@ -63,7 +71,7 @@ def exported(tmp_path_factory):
     encoder = build_backbone("r3d_18", width=0.125)
     encoder(tf.zeros((1, FRAMES, CROP, CROP, 3)))
     # A stand-in for a fine-tuned classifier: the exporter only needs clips -> logits.
-    inputs = keras.Input((FRAMES, CROP, CROP, 3))
+    inputs = keras.Input((None, CROP, CROP, 3))  # any T, as finetune.VideoClassifier
     classifier = keras.Model(inputs, keras.layers.Dense(len(CLASS_NAMES))(build_backbone("r3d_18", width=0.125)(inputs)))
     export.export_encoder(encoder, str(root / "encoder"), FRAMES, CROP, RESIZE)
     export.export_classifier(classifier, str(root / "classifier"), CLASS_NAMES, FRAMES, CROP, RESIZE)
@@ -73,6 +81,7 @@ def exported(tmp_path_factory):
         "wide": rng.integers(0, 256, (2, FRAMES, 20, 28, 3), dtype=np.uint8),  # resized down, cropped across
         "portrait": rng.integers(0, 256, (1, FRAMES, 22, 14, 3), dtype=np.uint8),  # upsampled, cropped down
         "normalised": rng.normal(size=(2, FRAMES, CROP, CROP, 3)).astype(np.float32),
+        "longer": rng.integers(0, 256, (2, 2 * FRAMES + 1, 20, 28, 3), dtype=np.uint8),  # not FRAMES long
     }
     np.savez(root / "inputs.npz", **clips)
     result = subprocess.run(
@@ -104,6 +113,15 @@ def test_exports_carry_their_protocol_and_fix_only_frames(exported):
     assert outputs["settings"].tolist() == [encoder.output_dim, FRAMES, CROP, RESIZE, FRAMES]
     assert outputs["serving_shape"].tolist() == [-1, FRAMES, -1, -1, 3]
     assert str(outputs["serving_dtype"]) == "uint8"
+
+
+def test_serving_refuses_clips_of_another_length_and_any_length_takes_them(exported):
+    encoder, classifier, clips, outputs = exported
+    assert f"clips must have {FRAMES} frames" in str(outputs["wrong_length"]), outputs["wrong_length"]
+    expected = encoder(protocol(clips["longer"]), training=False).numpy()
+    np.testing.assert_allclose(outputs["longer"], expected, atol=1e-5, rtol=0)
+    expected = tf.nn.softmax(classifier(protocol(clips["longer"]), training=False)).numpy()
+    np.testing.assert_allclose(outputs["longer_probabilities"], expected, atol=1e-5, rtol=0)
 
 
 def test_classifier_serving_gives_softmax_of_keras_logits_and_class_names(exported):
