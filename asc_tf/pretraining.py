@@ -61,6 +61,10 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; no checkpoint was written for that step."""
 
 
+class CheckpointWriteFailed(RuntimeError):
+    """A checkpoint could not be written (a full disk, say); the newest good one is intact and resumes."""
+
+
 class UnsupportedPrecision(RuntimeError):
     """--mixed_precision where TensorFlow has no bfloat16 convolution (oneDNN's kernels below AVX-512)."""
 
@@ -430,6 +434,7 @@ def run(config, strategy=None, stream=None, monitor=None):
 
     Raises:
       NonFiniteLoss: the loss became NaN/inf; the newest checkpoint is the last good one.
+      CheckpointWriteFailed: a checkpoint could not be written; the newest one is the last good one.
       UnsupportedPrecision: `config.mixed_precision` where bfloat16 convolutions cannot run.
       pipeline.NoUsableClips: `config.train_data` gave no clip (nothing trained).
     """
@@ -500,7 +505,13 @@ def run(config, strategy=None, stream=None, monitor=None):
             extra += f" skipped records={skipped['records_skipped']} cut shards={skipped['shards_cut_short']}"
         progress.update(1, extra=extra)
         if step % config.checkpoint_every == 0 or step == config.train_steps:
-            manager.save(checkpoint_number=step)
+            try:
+                manager.save(checkpoint_number=step)
+            except (tf.errors.ResourceExhaustedError, tf.errors.UnavailableError, OSError) as error:
+                reason = " ".join(str(getattr(error, "message", None) or error).split())
+                raise CheckpointWriteFailed(
+                    f"could not write the checkpoint of step {step} in {manager.directory} ({reason[-160:]}); "
+                    f"newest good checkpoint: {manager.latest_checkpoint or 'none'}") from None
             _drop_scratch(strategy, config.model_dir)
     progress.close()
     writer.flush()

@@ -136,6 +136,40 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(records, tmp_p
         assert latest is None
 
 
+# tools.pretrain with its checkpoint writes failing from the second on as a full disk fails them
+# (TensorFlow's ResourceExhaustedError); the first one is written for real.
+DISK_FILLS = """
+import runpy, sys
+import tensorflow as tf
+save, calls = tf.train.CheckpointManager.save, []
+def full(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) > 1:
+        raise tf.errors.ResourceExhaustedError(None, None, "ckpt-2.data-00000-of-00001.tempstate; No space left on device")
+    return save(self, *args, **kwargs)
+tf.train.CheckpointManager.save = full
+sys.argv = ["tools.pretrain"] + sys.argv[1:]
+runpy.run_module("tools.pretrain", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_full_disk_at_a_checkpoint_stops_with_one_line_and_resumes_from_the_last_good_one(records, tmp_path):
+    model_dir = str(tmp_path / "run")
+    args = [*TINY_PRETRAIN, f"--train_data={records}", f"--model_dir={model_dir}", "--train_steps=4",
+            "--checkpoint_every=2"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", DISK_FILLS, *args], cwd=REPO_ROOT, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("pretrain: stopped: could not write the checkpoint of step 4 in "), last
+    assert "No space left on device" in last and last.endswith("newest good checkpoint: " + os.path.join(
+        model_dir, "checkpoints", "ckpt-2")), last
+    assert "Traceback" not in result.stderr
+    again = pretrain(f"--train_data={records}", f"--model_dir={model_dir}", "--train_steps=4", "--checkpoint_every=2")
+    assert again.returncode == 0 and "steps 2→4" in again.stdout, again.stderr[-2000:]
+
+
 @pytest.mark.parametrize(
     "args,flag",
     [

@@ -74,7 +74,7 @@ def main(argv):
     except pipeline.NoUsableClips as error:
         print(f"pretrain: error: --train_data: {error}", file=sys.stderr)
         return 1
-    except pretraining.NonFiniteLoss as error:
+    except (pretraining.NonFiniteLoss, pretraining.CheckpointWriteFailed) as error:
         print(f"pretrain: stopped: {error}", file=sys.stderr)
         return 1
     except pretraining.UnsupportedPrecision as error:
