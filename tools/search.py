@@ -17,7 +17,10 @@ decoded are skipped and listed.
 The index (.npz) holds `paths` (absolute), `features` [V, D] float32
 (unit rows), `skipped` ("path<TAB>reason"), and the settings it was built
 with (`frames`, `crop_size`, `resize_short`, `output_dim`, `num_clips`,
-`saved_model`); a query refuses a SavedModel with other settings.
+`saved_model`, and `fingerprint`, the sha256 of the SavedModel's weights);
+a query refuses a SavedModel with other settings, and one with other weights
+unless --allow_other_encoder (its scores would compare features of two
+different encoders).
 """
 
 import os
@@ -35,6 +38,8 @@ absl_flags.DEFINE_string("index", None, "The index file (.npz): written by index
 absl_flags.DEFINE_integer("num_clips", 10, "index: clips per video whose features are averaged.")
 absl_flags.DEFINE_string("video", None, "query: the video to search with.")
 absl_flags.DEFINE_integer("k", 5, "query: how many of the most similar videos to print.")
+absl_flags.DEFINE_bool("allow_other_encoder", False, "query: accept a SavedModel whose weights differ from those "
+                       "the index was built with (its scores then compare two encoders' features).")
 FLAGS = flags.FLAGS
 
 SETTINGS = ("frames", "crop_size", "resize_short", "output_dim")
@@ -86,6 +91,20 @@ def _load_encoder():
         flags.fail("saved_model", f"not an encoder exported by tools.export: {FLAGS.saved_model}")
     settings = {name: int(getattr(model, name).numpy()) for name in SETTINGS}
     return model.signatures["serving_default"], settings
+
+
+def fingerprint(saved_model):
+    """The sha256 of a SavedModel's weights (its variables/ files): two exports of one encoder agree."""
+    import glob
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(saved_model, "variables", "variables.*"))):
+        digest.update(os.path.basename(path).encode())
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def embed(serve, path, frames, resize_short, num_clips):
@@ -145,7 +164,8 @@ def _index(serve, settings):
     features = np.stack(features) if features else np.zeros((0, settings["output_dim"]), np.float32)
     np.savez(FLAGS.index, paths=np.array(paths, dtype=str), features=features,
              skipped=np.array(skipped, dtype=str), num_clips=FLAGS.num_clips,
-             saved_model=os.path.abspath(FLAGS.saved_model), **settings)
+             saved_model=os.path.abspath(FLAGS.saved_model), fingerprint=fingerprint(FLAGS.saved_model),
+             **settings)
     print(f"indexed {len(paths)} videos from {root} into {FLAGS.index} ({features.shape[1]}-d, "
           f"{FLAGS.num_clips} clips of {settings['frames']} frames each); skipped {len(skipped)}")
     for line in skipped:
@@ -169,6 +189,12 @@ def _query(serve, settings):
     built_with = {name: int(index[name]) for name in SETTINGS}
     if built_with != settings:
         flags.fail("saved_model", f"its settings {settings} differ from those the index was built with {built_with}")
+    if "fingerprint" not in index.files:
+        print(f"search: warning: {FLAGS.index} predates encoder fingerprints; cannot check that "
+              f"{FLAGS.saved_model} is the encoder it was built with", file=sys.stderr)
+    elif str(index["fingerprint"]) != fingerprint(FLAGS.saved_model) and not FLAGS.allow_other_encoder:
+        flags.fail("saved_model", f"is not the encoder {FLAGS.index} was built with ({index['saved_model']}): "
+                                  "its weights differ; --allow_other_encoder compares them anyway")
     try:
         query = embed(serve, FLAGS.video, settings["frames"], settings["resize_short"], int(index["num_clips"]))
     except (ingest.VideoRejected, tf.errors.OpError) as error:

@@ -1,6 +1,7 @@
 """tools.search: a folder of videos indexed with an exported encoder; every video finds itself first."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -83,6 +84,25 @@ def test_every_video_is_its_own_nearest_neighbour(gallery):
         assert rows[0][0] == "1" and rows[0][2] == path
         assert abs(float(rows[0][1]) - 1.0) < 1e-4
         assert float(rows[1][1]) < float(rows[0][1])
+
+
+def test_a_query_with_another_encoder_is_refused_unless_allowed(gallery, tmp_path):
+    root, paths, index, _ = gallery
+    keras.utils.set_random_seed(1)
+    other = build_backbone("r3d_18", width=0.125)  # the same settings, other weights
+    other(tf.zeros((1, FRAMES, CROP, CROP, 3)))
+    export.export_encoder(other, str(tmp_path / "other"), FRAMES, CROP, RESIZE)
+    query = ["query", f"--saved_model={tmp_path / 'other'}", f"--index={index}", f"--video={paths[0]}", "--k=1"]
+    refused = run_search(*query)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert refused.stderr.strip().splitlines()[-1].startswith("search: error: --saved_model: is not the encoder")
+    allowed = run_search(*query, "--allow_other_encoder")
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+    # The index's own encoder, copied elsewhere, is the same encoder.
+    shutil.copytree(root / "encoder", tmp_path / "same")
+    again = run_search("query", f"--saved_model={tmp_path / 'same'}", f"--index={index}", f"--video={paths[0]}",
+                       "--k=1")
+    assert again.returncode == 0, again.stderr[-2000:]
 
 
 @pytest.mark.parametrize("args, flag", [
