@@ -93,13 +93,15 @@ def test_queries_that_are_in_the_gallery_are_counted_and_warned_of(records, tmp_
 
 
 def test_unlabelled_queries_are_refused_a_top_k(records, tmp_path):
-    from asc_tf.data import ingest
+    from asc_tf.data import records as records_format
 
-    listing = ingest.list_synthetic(4, split="test", seed=1, num_frames=12, size=20, motion="pattern")
-    listing.entries = [entry._replace(label=-1, label_text="") for entry in listing.entries]
-    ingest.ingest(listing, str(tmp_path / "unlabelled"), name="test", options=ingest.EncodeOptions(short_side=0),
-                  command=["test"])
-    pattern = str(tmp_path / "unlabelled" / "test-*.tfrecord")
+    rng = np.random.default_rng(0)
+    pattern = str(tmp_path / "unlabelled.tfrecord")
+    with tf.io.TFRecordWriter(pattern) as writer:
+        for video in range(4):
+            frames = [tf.io.encode_jpeg(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).numpy() for _ in range(12)]
+            example = records_format.make_sequence_example(frames, -1, "", video, 25.0, f"unlabelled/{video}.mp4")
+            writer.write(example.SerializeToString())
     result = run_tool("tools.retrieve", *TINY, f"--train_data={records['train']}", f"--test_data={pattern}",
                       f"--output_dir={tmp_path / 'out'}", "--resize_short=20", "--num_clips=2", "--init=random")
     assert result.returncode == 1, result.stderr[-2000:]
