@@ -41,8 +41,11 @@ from asc_tf.models import build_backbone
 from asc_tf.models.heads import BYOL_HIDDEN, predictor, projection_head
 from asc_tf.queue import SCP_MODES, FeatureQueue, select_scp_targets, write_rows
 
+# Logged every step. encoder_std and projection_std: the per-dimension std over the batch of the L2-normalised
+# encoder features and online projections (BYOL's collapse signal is the projections', ~1/sqrt(dim) when
+# healthy, 0 when collapsed); neighbour_same_label: how often the SCP partner had the anchor's class.
 METRICS = (
-    "loss", "loss_a", "loss_m", "tau", "lr", "scp_masked_fraction", "queue_fill", "feature_std",
+    "loss", "loss_a", "loss_m", "tau", "lr", "scp_masked_fraction", "queue_fill", "encoder_std", "projection_std",
     "neighbour_same_label",
 )
 
@@ -193,6 +196,12 @@ class ASCNet(keras.Model):
             name="data_position",
         )
         self.trackers = {name: keras.metrics.Mean(name=name) for name in METRICS}
+        # Left out where they mean nothing: no SCP partner is chosen, no projection is trained.
+        self.logged_metrics = tuple(
+            name for name in METRICS
+            if not (name == "neighbour_same_label" and not (gamma > 0 and speed_task == "scp" and scp_mode != "same"))
+            and not (name == "projection_std" and gamma == 1.0 and speed_task != "scp")
+        )
 
     # ------------------------------------------------------------------ building
     def call(self, clips, training=False):
@@ -327,13 +336,17 @@ class ASCNet(keras.Model):
         with tf.GradientTape() as tape:
             features = self.online_encoder(online_clips, training=True)
             loss_a = tf.constant(0.0)
+            projection = None  # the one the loss trains: appearance, else speed
             if self.gamma < 1:
-                prediction = self.appearance_predictor(self.online_appearance(features, training=True), training=True)
+                projection = self.online_appearance(features, training=True)
+                prediction = self.appearance_predictor(projection, training=True)
                 acp_targets = tf.concat([d[1] for d in directions], axis=0)
                 loss_a = tf.reduce_mean(regression_loss(prediction, acp_targets))
             loss_m = tf.constant(0.0)
             if uses_scp:
-                prediction = self.speed_predictor(self.online_speed(features, training=True), training=True)
+                speed_projection = self.online_speed(features, training=True)
+                projection = speed_projection if projection is None else projection
+                prediction = self.speed_predictor(speed_projection, training=True)
                 loss_m = masked_mean(
                     regression_loss(prediction, tf.concat(scp_targets, axis=0)), tf.concat(scp_masks, axis=0)
                 )
@@ -359,7 +372,6 @@ class ASCNet(keras.Model):
             self._record_position(tf.reduce_max(tf.cast(data["position"], tf.int64)))
 
         masks = tf.concat(scp_masks, axis=0)
-        normalised = l2_normalize(features)
         values = {
             "loss": loss,
             "loss_a": loss_a,
@@ -368,8 +380,10 @@ class ASCNet(keras.Model):
             "lr": tf.cast(self.optimizer.learning_rate, tf.float32),
             "scp_masked_fraction": 1.0 - tf.reduce_mean(tf.cast(masks, tf.float32)),
             "queue_fill": tf.cast(self.queue.filled(), tf.float32) / float(self.queue.size),
-            "feature_std": tf.reduce_mean(tf.math.reduce_std(normalised, axis=0)),
+            "encoder_std": tf.reduce_mean(tf.math.reduce_std(l2_normalize(features), axis=0)),
         }
+        if projection is not None:
+            values["projection_std"] = tf.reduce_mean(tf.math.reduce_std(l2_normalize(projection), axis=0))
         for name, value in values.items():
             self.trackers[name].update_state(value)
         if chosen_all:
@@ -380,7 +394,7 @@ class ASCNet(keras.Model):
             same = tf.cast(tf.equal(anchor_labels, partner_labels), tf.float32)
             # Weighted so batches without labels do not count.
             self.trackers["neighbour_same_label"].update_state(same, sample_weight=tf.cast(known, tf.float32))
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        return {name: self.trackers[name].result() for name in self.logged_metrics}
 
     def _update_target(self, tau):
         """ξ ← τ·ξ + (1 − τ)·θ on every replica, identically."""

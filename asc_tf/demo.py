@@ -31,7 +31,7 @@ and measures each encoder, frozen (features of the backbone, before any head):
                        augmentation, colour alone would solve it even for a
                        random encoder;
   effective_rank       of the test videos' features (1 = collapsed);
-  feature_std, neighbour_same_label
+  projection_std, neighbour_same_label
                        the pretraining's own diagnostics at its last step.
 
 On a labelled video folder (`tools.demo --videos`), `run` is also given an
@@ -66,7 +66,7 @@ GAMMAS = {"acp_only": 0.0, "asc": 0.5, "asc_random": 0.5}
 SCP_MODES = {"asc": "similar", "asc_random": "random"}  # acp_only (γ = 0) never chooses a partner
 MEASURES = (
     "retrieval_top1", "retrieval_top5", "linear_probe", "speed_probe", "same_video_top1", "effective_rank",
-    "feature_std", "neighbour_same_label",
+    "projection_std", "neighbour_same_label",
 )
 # One seed for every evaluation clip: every encoder is measured on the same clips.
 EVAL_SEED = 20261128
@@ -209,9 +209,9 @@ def pretrain(config, variant, seed, train_data, export, stream):
     record = {
         "first_loss": first.get("loss"),
         "last_loss": last.get("loss"),
-        "feature_std": last.get("feature_std"),
-        # Only SCP chooses neighbours: with γ = 0 the tracker never runs.
-        "neighbour_same_label": last.get("neighbour_same_label") if GAMMAS[variant] > 0 else None,
+        "projection_std": last.get("projection_std"),
+        # Only SCP chooses neighbours: with γ = 0 the metric is not logged.
+        "neighbour_same_label": last.get("neighbour_same_label"),
         "train_seconds": time.monotonic() - started,
     }
     return encoders.from_pretraining(config.run_dir(seed, variant)), record
@@ -507,7 +507,7 @@ TABLE_COLUMNS = (
     ("retrieval_top20", "retr@20"), ("retrieval_top50", "retr@50"), ("finetune_top1", "fine-tuned@1"),
     ("linear_probe", "linear"),
     ("speed_probe", "speed"), ("same_video_top1", "same-video@1"), ("effective_rank", "eff.rank"),
-    ("feature_std", "feat.std"), ("neighbour_same_label", "nbr.same"), ("first_loss", "loss first"),
+    ("projection_std", "proj.std"), ("neighbour_same_label", "nbr.same"), ("first_loss", "loss first"),
     ("last_loss", "loss last"),
 )
 

@@ -65,6 +65,34 @@ class CheckpointWriteFailed(RuntimeError):
     """A checkpoint could not be written (a full disk, say); the newest good one is intact and resumes."""
 
 
+class CollapseAlarm:
+    """Goes off when the projections' `projection_std` stays under `fraction` / sqrt(dim) for `steps` steps.
+
+    L2-normalised outputs of dimension d spread over the sphere have a
+    per-dimension std across the batch near 1/sqrt(d); collapsed ones (every
+    clip the same output) have 0 (SimSiam, section 4.1).
+    """
+
+    def __init__(self, dim, fraction=0.2, steps=20):
+        self.dim, self.steps = dim, steps
+        self.threshold = fraction / math.sqrt(dim)
+        self.low = 0
+        self.raised = False
+
+    @property
+    def on(self):
+        return self.low >= self.steps
+
+    def update(self, std, step):
+        """Returns the warning line the first time the alarm goes off, else None."""
+        self.low = self.low + 1 if std < self.threshold else 0
+        if not self.on or self.raised:
+            return None
+        self.raised = True
+        return (f"pretrain: warning: the projections look collapsed at step {step}: projection_std {std:.4f}, "
+                f"under {self.threshold:.4f} (0.2/sqrt({self.dim})) for {self.low} steps in a row")
+
+
 class UnsupportedPrecision(RuntimeError):
     """--mixed_precision where TensorFlow has no bfloat16 convolution (oneDNN's kernels below AVX-512)."""
 
@@ -472,6 +500,7 @@ def run(config, strategy=None, stream=None, monitor=None):
     train_function = make_train_function(model, strategy, config.jit_compile)
     progress = Progress(total=config.train_steps - start, desc="pretrain", unit="steps", stream=stream)
     first_logs = last_logs = None
+    alarm = CollapseAlarm(config.dim)
     step = start
     started = time.monotonic()
     while step < config.train_steps:
@@ -488,10 +517,14 @@ def run(config, strategy=None, stream=None, monitor=None):
             )
         first_logs = first_logs or logs
         last_logs = logs
+        if "projection_std" in logs and (warning := alarm.update(logs["projection_std"], step)) and chief:
+            print(warning, file=stream)
         if step % config.log_every == 0 or step == config.train_steps:
             with writer.as_default():
                 for name, value in logs.items():
                     tf.summary.scalar(name, value, step=step)
+                if "projection_std" in logs:
+                    tf.summary.scalar("collapse_alarm", float(alarm.on), step=step)
                 tf.summary.scalar("steps_per_second", (step - start) / (time.monotonic() - started), step=step)
                 for name, value in stats.as_dict().items():
                     tf.summary.scalar(f"input/{name}", value, step=step)

@@ -160,7 +160,14 @@ def test_ablations_train(settings, third_view):
         assert logs["loss_m"] == 0.0 and logs["loss"] == pytest.approx(logs["loss_a"])
     if settings.get("gamma") == 1.0:
         assert logs["loss_a"] == 0.0 and logs["loss"] == pytest.approx(logs["loss_m"])
-    assert 0.0 < logs["feature_std"] < 1.0
+    assert 0.0 < logs["encoder_std"] < 1.0
+    # The projection the loss trains, and the SCP partners' labels, only where there are some.
+    assert ("projection_std" in logs) == (settings.get("gamma") != 1.0 or settings.get("speed_task") != "sp")
+    if "projection_std" in logs:
+        assert 0.0 < logs["projection_std"] < 1.0
+    chooses = settings.get("gamma", 0.5) > 0 and settings.get("speed_task", "scp") == "scp" \
+        and settings.get("scp_mode", "similar") != "same"
+    assert ("neighbour_same_label" in logs) == chooses, logs
 
 
 def test_speed_prediction_ablation_is_cross_entropy_over_the_speed_set():

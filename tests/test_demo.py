@@ -79,7 +79,7 @@ def test_demo_numbers_are_finite_and_losses_went_down(small_demo):
         assert math.isfinite(measures["first_loss"]) and math.isfinite(measures["last_loss"]), variant
         assert measures["last_loss"] < measures["first_loss"], (variant, measures["first_loss"], measures["last_loss"])
     for variant in ("acp_only", "asc"):
-        assert 0.0 < results["variants"][variant]["seeds"]["0"]["feature_std"] < 1.0
+        assert 0.0 < results["variants"][variant]["seeds"]["0"]["projection_std"] < 1.0
     assert 0.0 <= results["variants"]["asc"]["seeds"]["0"]["neighbour_same_label"] <= 1.0
     assert results["variants"]["acp_only"]["seeds"]["0"]["neighbour_same_label"] is None
 

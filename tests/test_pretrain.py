@@ -48,8 +48,8 @@ def test_trains_logs_checkpoints_exports_and_resumes(records, tmp_path):
         "ckpt-2.index", "ckpt-4.index"
     ]
     tags, images = scalars_and_images(model_dir)
-    for metric in ("loss", "loss_a", "loss_m", "tau", "lr", "scp_masked_fraction", "queue_fill", "feature_std",
-                   "neighbour_same_label"):
+    for metric in ("loss", "loss_a", "loss_m", "tau", "lr", "scp_masked_fraction", "queue_fill", "encoder_std",
+                   "projection_std", "collapse_alarm", "neighbour_same_label"):
         assert metric in tags
     assert images == {("views/rows_alternate_view_i_view_j", 0)}
     encoder = tf.saved_model.load(os.path.join(model_dir, "encoder"))
@@ -271,3 +271,17 @@ def test_a_run_restores_in_the_process_that_trained_it_whatever_the_optimiser(tm
     assert len(values) == len(first.optimizer.variables) > 2
     for index, value in enumerate(values):
         np.testing.assert_array_equal(value, np.full(value.shape, index + 1, value.dtype))
+
+
+def test_the_collapse_alarm_goes_off_once_after_a_run_of_low_projection_std():
+    from asc_tf.pretraining import CollapseAlarm
+
+    alarm = CollapseAlarm(dim=64, steps=3)  # healthy ≈ 1/8 = 0.125; the threshold 0.2/8 = 0.025
+    healthy, collapsed = 0.12, 0.001
+    assert [alarm.update(std, step) for step, std in enumerate([collapsed, collapsed, healthy, collapsed], 1)] == [
+        None] * 4  # two low steps, then a healthy one: the count starts again
+    assert alarm.update(collapsed, 5) is None and not alarm.on
+    warning = alarm.update(collapsed, 6)
+    assert alarm.on and warning.startswith("pretrain: warning: the projections look collapsed at step 6")
+    assert alarm.update(collapsed, 7) is None and alarm.on  # said once
+    assert alarm.update(healthy, 8) is None and not alarm.on
