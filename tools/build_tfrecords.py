@@ -174,9 +174,12 @@ def main(argv):
     except ValueError as error:  # the output directory holds another ingest
         flags.fail("output_dir", str(error))
     totals, run = manifest["totals"], manifest["run"]
+    # A re-run into a finished folder decodes nothing: say so rather than "0.00 videos/s".
+    done = ("already complete" if run["videos_decoded"] == 0 and run["shards_resumed"] == len(manifest["shards"])
+            else f"{run['videos_per_second']:.2f} videos/s")
     print(f"{name}: {totals['ingested']} videos in {len(manifest['shards'])} shards, "
           f"{totals['rejected']} rejected, {totals['missing']} missing, "
-          f"{totals['unlisted']} unlisted ({run['videos_per_second']:.2f} videos/s); "
+          f"{totals['unlisted']} unlisted ({done}); "
           f"see {os.path.join(FLAGS.output_dir, 'manifest.json')}")
     if not totals["ingested"]:
         print(f"build_tfrecords: error: no usable video in the {name} split: {FLAGS.output_dir}'s shards are empty "

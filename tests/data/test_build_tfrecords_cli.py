@@ -83,6 +83,9 @@ def test_kill_midway_then_rerun_completes_without_duplicates(tmp_path):
         ("arm_wrestling", 5), ("bungee_jumping", 4)]
     assert manifest["shards"] == [f"train-0000{k}-of-00003.tfrecord" for k in range(3)]
     assert manifest["command"][1:] == args
+    again = run_tool(*args)  # into the finished folder: nothing to decode, and it says so
+    assert again.returncode == 0 and "train: 9 videos in 3 shards" in again.stdout, again.stderr
+    assert "(already complete)" in again.stdout, again.stdout
 
 
 def test_only_ingests_the_named_videos_of_the_layout_and_reports_the_named_ones_it_lacks(tmp_path):
