@@ -41,12 +41,13 @@ from asc_tf.models import build_backbone
 from asc_tf.models.heads import BYOL_HIDDEN, predictor, projection_head
 from asc_tf.queue import SCP_MODES, FeatureQueue, select_scp_targets, write_rows
 
-# Logged every step. encoder_std and projection_std: the per-dimension std over the batch of the L2-normalised
-# encoder features and online projections (BYOL's collapse signal is the projections', ~1/sqrt(dim) when
+# Logged every step. encoder_std, projection_std, speed_projection_std: the per-dimension std over the batch
+# of the L2-normalised encoder features, online projections the loss trains (the appearance head's, else the
+# speed head's) and SCP's speed projections (BYOL's collapse signal is the projections', ~1/sqrt(dim) when
 # healthy, 0 when collapsed); neighbour_same_label: how often the SCP partner had the anchor's class.
 METRICS = (
     "loss", "loss_a", "loss_m", "tau", "lr", "scp_masked_fraction", "queue_fill", "encoder_std", "projection_std",
-    "neighbour_same_label",
+    "speed_projection_std", "neighbour_same_label",
 )
 
 
@@ -201,6 +202,7 @@ class ASCNet(keras.Model):
             name for name in METRICS
             if not (name == "neighbour_same_label" and not (gamma > 0 and speed_task == "scp" and scp_mode != "same"))
             and not (name == "projection_std" and gamma == 1.0 and speed_task != "scp")
+            and not (name == "speed_projection_std" and not (gamma > 0 and speed_task == "scp"))
         )
 
     # ------------------------------------------------------------------ building
@@ -384,6 +386,9 @@ class ASCNet(keras.Model):
         }
         if projection is not None:
             values["projection_std"] = tf.reduce_mean(tf.math.reduce_std(l2_normalize(projection), axis=0))
+        if uses_scp:
+            values["speed_projection_std"] = tf.reduce_mean(
+                tf.math.reduce_std(l2_normalize(speed_projection), axis=0))
         for name, value in values.items():
             self.trackers[name].update_state(value)
         if chosen_all:

@@ -168,6 +168,8 @@ def test_ablations_train(settings, third_view):
     chooses = settings.get("gamma", 0.5) > 0 and settings.get("speed_task", "scp") == "scp" \
         and settings.get("scp_mode", "similar") != "same"
     assert ("neighbour_same_label" in logs) == chooses, logs
+    scp = settings.get("gamma", 0.5) > 0 and settings.get("speed_task", "scp") == "scp"
+    assert ("speed_projection_std" in logs) == scp, logs
 
 
 def test_speed_prediction_ablation_is_cross_entropy_over_the_speed_set():
