@@ -94,6 +94,15 @@ ROWS = [
     ("demo", ["--steps=ten"], "steps"),
     ("demo", ["--output_dir={file}"], "output_dir"),
     ("demo", ["--data_dir={file}"], "data_dir"),
+    # an output location that cannot be created (/proc takes no new folders), after every other flag passed
+    ("build_tfrecords", ["--layout=synthetic", "--num_videos=4", "--output_dir=/proc/asc/out"], "output_dir"),
+    ("pretrain", ["--model_dir=/proc/asc/run"], "model_dir"),
+    ("finetune", ["--output_dir=/proc/asc/out"], "output_dir"),
+    ("retrieve", ["--output_dir=/proc/asc/out"], "output_dir"),
+    ("export", ["--model_dir={run}", "--output_dir=/proc/asc/out"], "output_dir"),
+    ("search", ["index", "--videos={tmp}", "--index=/proc/asc/i.npz"], "index"),
+    ("demo", ["--output_dir=/proc/asc/out"], "output_dir"),
+    ("demo", ["--data_dir=/proc/asc/data"], "data_dir"),
 ]
 
 
