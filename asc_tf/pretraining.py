@@ -74,7 +74,7 @@ class CollapseAlarm:
     """
 
     def __init__(self, dim, fraction=0.2, steps=20):
-        self.dim, self.steps = dim, steps
+        self.dim, self.steps, self.fraction = dim, steps, fraction
         self.threshold = fraction / math.sqrt(dim)
         self.low = 0
         self.raised = False
@@ -90,7 +90,7 @@ class CollapseAlarm:
             return None
         self.raised = True
         return (f"pretrain: warning: the projections look collapsed at step {step}: projection_std {std:.4f}, "
-                f"under {self.threshold:.4f} (0.2/sqrt({self.dim})) for {self.low} steps in a row")
+                f"under {self.threshold:.4f} ({self.fraction}/sqrt({self.dim})) for {self.low} steps in a row")
 
 
 class UnsupportedPrecision(RuntimeError):
