@@ -18,9 +18,9 @@ import os
 import sys
 import tempfile
 
-# TensorFlow's C++ INFO lines (oneDNN, CUDA probing, tf.data notes) drown a binary's own
-# progress. Warnings stay visible: a skipped corrupt record is reported at that level.
-# Set before TensorFlow is first imported.
+# TensorFlow's C++ INFO lines (tf.data notes, ...) drown a binary's own progress. Warnings stay
+# visible: a skipped corrupt record is reported at that level. Set before TensorFlow is first
+# imported. The start-up lines no log level silences are dropped by flags/startup_noise.py.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 # Before anything can import TensorFlow: `import asc_tf` sets its environment (oneDNN on; asc_tf/cpu.py).
@@ -29,6 +29,8 @@ import asc_tf  # noqa: F401
 from absl import app
 from absl import flags as absl_flags
 from absl import logging
+
+from flags import startup_noise
 
 
 FLAGS = absl_flags.FLAGS
@@ -144,6 +146,7 @@ def run(main):
         # Quiet by default: TensorFlow logs every file it saves at INFO. --verbosity=0 brings INFO back.
         if not FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)
+        startup_noise.start()  # TensorFlow's C++ start-up lines, which no log level silences
         try:
             return main(argv)
         except FlagError as error:

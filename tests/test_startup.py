@@ -136,3 +136,59 @@ def test_the_writable_check_leaves_nothing_behind(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(flags.FlagError, match="--output_dir: exists and is not a folder"):
         flags.require_writable("output_dir", str(tmp_path / "file"))
+
+
+# TensorFlow 2.21's start-up lines on a CPU machine, as printed (flags/startup_noise.py drops them).
+TF_STARTUP_LINES = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "I0000 00:00:1796160464.470207   31413 port.cc:153] oneDNN custom operations are on. You may see slightly "
+    "different numerical results due to floating-point round-off errors from different computation orders. "
+    "To turn them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.",
+    "I0000 00:00:1796160464.470668   31413 cudart_stub.cc:31] Could not find cuda drivers on your machine, "
+    "GPU will not be used.",
+    "E0000 00:00:1796160467.479614   31413 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
+    "Failed call to cuInit: UNKNOWN ERROR (303)",
+]
+# Lines that look alike and must pass: a real C++ error, a Python warning, a message quoting the noise.
+KEPT_LINES = [
+    "E0000 00:00:1796160467.479614   31413 cuda_platform.cc:52] CUDA error: out of memory",
+    "F0000 00:00:1796160467.479614   31413 tensor.cc:12] Check failed: dims() == 5",
+    "W1201 21:30:01.123456   31413 pipeline.py:120] skipped 3 unreadable records in /data/train-00001",
+    "note: Could not find cuda drivers on your machine is not an error here",
+]
+
+# A binary whose main writes noise and real lines straight to fd 2 (as C++ does), then aborts.
+ABORTING = """
+import os, sys
+sys.argv = ["noisy"] + sys.argv[1:]
+import flags
+lines = %r
+def main(argv):
+    os.write(2, "\\n".join(lines).encode() + b"\\n")
+    sys.stderr.write("python line\\n")
+    sys.stderr.flush()
+    os.write(2, b"last words before the abort\\n")
+    os.abort()
+flags.run(main)
+"""
+
+
+def test_startup_noise_is_dropped_and_every_other_line_arrives_even_after_an_abort():
+    from flags import startup_noise
+
+    assert all(startup_noise.is_noise(line) for line in TF_STARTUP_LINES)
+    assert not any(startup_noise.is_noise(line) for line in KEPT_LINES)
+    mixed = [line for pair in zip(TF_STARTUP_LINES, KEPT_LINES) for line in pair]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-c", ABORTING % (mixed,)], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == -6, result.stderr  # SIGABRT
+    lines = result.stderr.splitlines()
+    assert lines[:6] == KEPT_LINES + ["python line", "last words before the abort"]
+    # What is written after the abort (absl's faulthandler report) arrives too.
+    assert "Fatal Python error: Aborted" in lines[6:]
+    # TF_CPP_MIN_LOG_LEVEL=0 asks for everything: nothing is filtered.
+    env["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    result = subprocess.run([sys.executable, "-c", ABORTING % (mixed,)], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.stderr.splitlines()[:10] == mixed + ["python line", "last words before the abort"]

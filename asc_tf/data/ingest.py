@@ -1016,7 +1016,8 @@ def ingest(listing, output_dir, name="train", num_shards=0, options=EncodeOption
             elif order:
                 _decode_all(pool, listing.root, order, writer, progress, workers)
             decode_seconds = time.monotonic() - progress.start
-            progress.close()
+            if order:  # a finished folder decodes nothing: no "0 videos 0.00 videos/s" line
+                progress.close()
         except BaseException:
             writer.abandon()
             raise

@@ -86,6 +86,7 @@ def test_kill_midway_then_rerun_completes_without_duplicates(tmp_path):
     again = run_tool(*args)  # into the finished folder: nothing to decode, and it says so
     assert again.returncode == 0 and "train: 9 videos in 3 shards" in again.stdout, again.stderr
     assert "(already complete)" in again.stdout, again.stdout
+    assert "videos/s" not in again.stdout + again.stderr, again.stdout + again.stderr
 
 
 def test_only_ingests_the_named_videos_of_the_layout_and_reports_the_named_ones_it_lacks(tmp_path):
