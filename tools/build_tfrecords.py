@@ -69,8 +69,6 @@ def _validate():
         flags.fail("layout", f"must be one of {', '.join(LAYOUTS)}, got {FLAGS.layout!r}")
     if not FLAGS.output_dir:
         flags.fail("output_dir", "required")
-    if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
-        flags.fail("output_dir", f"exists and is not a directory: {FLAGS.output_dir}")
     for flag in ("short_side", "fps", "max_frames", "num_shards"):
         if FLAGS[flag].value < 0:
             flags.fail(flag, f"must be >= 0, got {FLAGS[flag].value}")

@@ -142,10 +142,6 @@ def _validate():
     for name in ("base_lr", "supervised_lr"):
         if getattr(FLAGS, name) <= 0:
             flags.fail(name, f"must be positive, got {getattr(FLAGS, name)}")
-    for name in ("output_dir", "data_dir"):
-        path = getattr(FLAGS, name)
-        if path and os.path.exists(path) and not os.path.isdir(path):
-            flags.fail(name, f"{path} exists and is not a folder")
     if FLAGS.videos:
         return speeds, _validate_videos()
 

@@ -61,8 +61,6 @@ def _validate():
         settings = _read_json("classifier_dir", os.path.join(FLAGS.classifier_dir, CLASSIFIER_CONFIG))
     if not FLAGS.output_dir:
         flags.fail("output_dir", "is required")
-    if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
-        flags.fail("output_dir", f"exists and is not a directory: {FLAGS.output_dir}")
     if FLAGS.frames is not None and FLAGS.frames < 1:
         flags.fail("frames", f"must be at least 1, got {FLAGS.frames}")
     if FLAGS.crop_size is not None and FLAGS.crop_size < 16:
