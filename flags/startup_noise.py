@@ -18,6 +18,7 @@ arrives. Set TF_CPP_MIN_LOG_LEVEL=0 to see everything, these lines included.
 """
 
 import atexit
+import io
 import os
 import re
 import signal
@@ -37,7 +38,25 @@ NOISE = tuple(re.compile(pattern) for pattern in (
     r"appropriate compiler flags\.$",
 ))
 
+# A line without its newline yet is held only while it may still become one of the lines above.
+_GLOG_START = re.compile(rb"[IWEF](?:\d|$)")
+_PLAIN_STARTS = (b"WARNING: All log messages before", b"To enable the following instructions")
+
+
+def _may_become_noise(partial):
+    return bool(_GLOG_START.match(partial)) or any(
+        start.startswith(partial[:len(start)]) for start in _PLAIN_STARTS)
+
+
 _started = False
+
+
+class _Terminal(io.TextIOWrapper):
+    """sys.stderr once fd 2 is the filter's pipe, where the real stderr is a terminal: progress bars
+    that ask isatty() keep redrawing their line."""
+
+    def isatty(self):
+        return True
 
 
 def is_noise(line):
@@ -60,6 +79,9 @@ def _filter(read_fd, write_fd):
         pending += chunk
         *lines, pending = pending.split(b"\n")
         kept = [line + b"\n" for line in lines if not is_noise(line.decode("utf-8", "replace"))]
+        if pending and not _may_become_noise(pending):  # a progress bar's "\r..." redraw goes at once
+            kept.append(pending)
+            pending = b""
         if kept:
             try:
                 os.write(write_fd, b"".join(kept))
@@ -101,9 +123,13 @@ def start():
         finally:
             os._exit(0)
     os.close(read_fd)
+    terminal = os.isatty(real_stderr)
     os.dup2(write_fd, 2)
     os.close(write_fd)
     _started = True
+    if terminal:
+        sys.stderr = _Terminal(open(2, "wb", buffering=0, closefd=False), encoding=sys.stderr.encoding,
+                               errors=sys.stderr.errors, line_buffering=True, write_through=True)
 
     def finish():
         # At exit: hand fd 2 back and wait (briefly) for the filter to write what it holds, so that

@@ -192,3 +192,41 @@ def test_startup_noise_is_dropped_and_every_other_line_arrives_even_after_an_abo
     result = subprocess.run([sys.executable, "-c", ABORTING % (mixed,)], cwd=REPO_ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.stderr.splitlines()[:10] == mixed + ["python line", "last words before the abort"]
+
+
+# A binary that draws a progress line on a terminal: "\r"-redraws without a newline, then waits for stdin.
+REDRAWING = """
+import os, sys
+sys.argv = ["progress"]
+import flags
+def main(argv):
+    sys.stdout.write(f"stderr is a terminal: {sys.stderr.isatty()}\\n")
+    sys.stdout.flush()
+    sys.stderr.write("\\rstep 1/2\\x1b[K")
+    sys.stderr.flush()
+    sys.stdin.readline()
+flags.run(main)
+"""
+
+
+def test_a_progress_line_on_a_terminal_still_redraws_through_the_filter():
+    import pty
+    import select
+
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    process = subprocess.Popen([sys.executable, "-c", REDRAWING], cwd=REPO_ROOT, env=env, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=terminal)
+    os.close(terminal)
+    try:
+        assert process.stdout.readline() == b"stderr is a terminal: True\n"
+        # The redraw arrives while the line is still open (the binary waits), not at its newline or exit.
+        seen = b""
+        while b"step 1/2" not in seen:
+            assert select.select([controller], [], [], 30)[0], f"no redraw within 30 s: {seen!r}"
+            seen += os.read(controller, 1024)
+        assert seen.startswith(b"\rstep 1/2")
+    finally:
+        process.communicate(b"\n", timeout=60)
+        os.close(controller)
+    assert process.returncode == 0
