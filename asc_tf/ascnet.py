@@ -18,6 +18,13 @@ candidate; `same` a third clip of the anchor's own video
 classification with cross-entropy (the ACP + SP ablation); γ = 0 is ACP only,
 γ = 1 SCP only. `symmetric=True` also swaps the roles of the two clips.
 
+`appearance_loss="infonce"` is not the paper's: a contrastive reference for
+small-scale studies, which replaces L_a by InfoNCE (MoCo v3's form) — the
+prediction a'_i against the target keys of every video of the global batch,
+a_j the positive and the other videos' keys the negatives, at temperature
+`temperature`. It tells a budget too small to learn anything from a
+negative-free objective that does not learn at that budget.
+
 What the EMA averages: the trainable weights of the target encoder and heads
 (τ·ξ + (1 − τ)·θ). The target's BatchNorm layers run in training mode — they
 normalise with the statistics of the batch, as in BYOL — so their moving
@@ -36,7 +43,7 @@ import keras
 import tensorflow as tf
 
 from asc_tf import optim
-from asc_tf.choices import SPEED_TASKS, TAU_SCHEDULES
+from asc_tf.choices import APPEARANCE_LOSSES, SPEED_TASKS, TAU_SCHEDULES
 from asc_tf.models import build_backbone
 from asc_tf.models.heads import BYOL_HIDDEN, predictor, projection_head
 from asc_tf.queue import SCP_MODES, FeatureQueue, select_scp_targets, write_rows
@@ -86,6 +93,12 @@ def regression_loss(prediction, target):
     return tf.reduce_sum(tf.square(l2_normalize(prediction) - l2_normalize(target)), axis=-1)
 
 
+def infonce_loss(prediction, keys, positives, temperature):
+    """Mean InfoNCE of predictions [B, D] against keys [N, D]; row b's positive is keys[positives[b]]."""
+    logits = tf.matmul(l2_normalize(prediction), l2_normalize(keys), transpose_b=True) / temperature
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=positives, logits=logits))
+
+
 def masked_mean(values, mask):
     mask = tf.cast(mask, values.dtype)
     return tf.math.divide_no_nan(tf.reduce_sum(values * mask), tf.reduce_sum(mask))
@@ -108,6 +121,8 @@ class ASCNet(keras.Model):
       scp_mode: "similar", "random" or "same".
       speed_task: "scp", or "sp" (speed classification over `speed_set`).
       symmetric: also use c_j as the online clip.
+      appearance_loss: "regression" (the paper's L_a) or "infonce" (a contrastive reference; see above).
+      temperature: InfoNCE's temperature.
       queue_size: rows in the feature queue; must exceed the global batch.
       tau: EMA decay (base value for the cosine schedule).
       tau_schedule: "constant" or "cosine" (BYOL: τ rises to 1 over `total_steps`).
@@ -128,6 +143,8 @@ class ASCNet(keras.Model):
         scp_mode="similar",
         speed_task="scp",
         symmetric=False,
+        appearance_loss="regression",
+        temperature=0.1,
         queue_size=65536,
         tau=0.99,
         tau_schedule="constant",
@@ -144,6 +161,10 @@ class ASCNet(keras.Model):
             raise ValueError(f"speed_task must be one of {SPEED_TASKS}, got {speed_task!r}")
         if tau_schedule not in TAU_SCHEDULES:
             raise ValueError(f"tau_schedule must be one of {TAU_SCHEDULES}, got {tau_schedule!r}")
+        if appearance_loss not in APPEARANCE_LOSSES:
+            raise ValueError(f"appearance_loss must be one of {APPEARANCE_LOSSES}, got {appearance_loss!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {gamma}")
         if not 0.0 <= tau <= 1.0:
@@ -155,6 +176,8 @@ class ASCNet(keras.Model):
         self.scp_mode = scp_mode
         self.speed_task = speed_task
         self.symmetric = bool(symmetric)
+        self.appearance_loss = appearance_loss
+        self.temperature = float(temperature)
         self.tau_base = float(tau)
         self.tau_schedule = tau_schedule
         self.total_steps = int(total_steps)
@@ -309,14 +332,16 @@ class ASCNet(keras.Model):
         cand_valid = tf.concat([q_valid, tf.ones_like(rows[2], tf.bool)], axis=0)
 
         # Each direction: (online clip c_a, target key of the other clip — the ACP target and the
-        # SCP query —, speed of c_a, `same`: target speed feature of a third clip at that speed).
-        directions = [(view_i, key_j, speed_i, speed_feats[2 * batch :] if self.scp_mode == "same" else None)]
+        # SCP query —, speed of c_a, `same`: target speed feature of a third clip at that speed,
+        # the global batch's keys of that other clip: InfoNCE's positives and negatives).
+        directions = [(view_i, key_j, speed_i, speed_feats[2 * batch :] if self.scp_mode == "same" else None,
+                       g_key_j)]
         if self.symmetric:
-            directions.append((view_j, key_i, speed_j, None))
+            directions.append((view_j, key_i, speed_j, None, g_key_i))
 
         uses_scp = self.gamma > 0 and self.speed_task == "scp"
         scp_targets, scp_masks, chosen_all = [], [], []
-        for index, (_, query, anchor_speed, same_target) in enumerate(directions):
+        for index, (_, query, anchor_speed, same_target, _) in enumerate(directions):
             if not uses_scp:
                 scp_masks.append(tf.ones_like(ids, tf.bool))
                 continue
@@ -342,8 +367,16 @@ class ASCNet(keras.Model):
             if self.gamma < 1:
                 projection = self.online_appearance(features, training=True)
                 prediction = self.appearance_predictor(projection, training=True)
-                acp_targets = tf.concat([d[1] for d in directions], axis=0)
-                loss_a = tf.reduce_mean(regression_loss(prediction, acp_targets))
+                if self.appearance_loss == "infonce":
+                    # This replica's videos sit at rows [offset, offset + batch) of the gathered keys.
+                    positives = replica.replica_id_in_sync_group * batch + tf.range(batch)
+                    loss_a = tf.add_n([
+                        infonce_loss(prediction[k * batch : (k + 1) * batch], d[4], positives, self.temperature)
+                        for k, d in enumerate(directions)
+                    ]) / len(directions)
+                else:
+                    acp_targets = tf.concat([d[1] for d in directions], axis=0)
+                    loss_a = tf.reduce_mean(regression_loss(prediction, acp_targets))
             loss_m = tf.constant(0.0)
             if uses_scp:
                 speed_projection = self.online_speed(features, training=True)

@@ -8,6 +8,7 @@ tuple and says there what each value does.
 
 BACKBONE_NAMES = ("r3d_18", "r2plus1d_18", "r2plus1d_10", "s3d", "s3dg")  # asc_tf/models/__init__.py
 SPEED_TASKS = ("scp", "sp")  # asc_tf/ascnet.py
+APPEARANCE_LOSSES = ("regression", "infonce")  # asc_tf/ascnet.py
 TAU_SCHEDULES = ("constant", "cosine")  # asc_tf/ascnet.py
 SCP_MODES = ("similar", "random", "same")  # asc_tf/queue.py
 OPTIMIZERS = ("lars", "sgd", "adam")  # asc_tf/pretraining.py

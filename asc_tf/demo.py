@@ -9,7 +9,11 @@ each seed, with the same budget (steps × batch):
   supervised  the same backbone trained with the labels (cross-entropy), an upper bound;
   asc_random  (on request, not in the default list) ASCNet with γ = 0.5 and a uniformly
               random SCP partner at the same speed: the paper's "random" instance
-              sampling, which isolates what the appearance-nearest choice does.
+              sampling, which isolates what the appearance-nearest choice does;
+  infonce     (on request) not ASCNet: acp_only with ACP's regression replaced by InfoNCE
+              against the batch's other videos (`ASCNet(appearance_loss="infonce")`), a
+              contrastive reference that tells a budget too small to learn anything from
+              a negative-free objective that does not learn at this budget.
 
 and measures each encoder, frozen (features of the backbone, before any head):
 
@@ -60,9 +64,9 @@ import time
 
 import numpy as np
 
-VARIANTS = ("random", "acp_only", "asc", "supervised", "asc_random")
+VARIANTS = ("random", "acp_only", "asc", "supervised", "asc_random", "infonce")
 DEFAULT_VARIANTS = VARIANTS[:4]
-GAMMAS = {"acp_only": 0.0, "asc": 0.5, "asc_random": 0.5}
+GAMMAS = {"acp_only": 0.0, "asc": 0.5, "asc_random": 0.5, "infonce": 0.0}
 SCP_MODES = {"asc": "similar", "asc_random": "random"}  # acp_only (γ = 0) never chooses a partner
 MEASURES = (
     "retrieval_top1", "retrieval_top5", "linear_probe", "speed_probe", "same_video_top1", "effective_rank",
@@ -180,6 +184,7 @@ def pretrain_config(config, variant, seed, train_data, export=False):
         solarize=config.solarize,
         projection=config.projection,
         symmetric=config.symmetric,
+        appearance_loss="infonce" if variant == "infonce" else "regression",
         gamma=GAMMAS[variant],
         scp_mode=SCP_MODES.get(variant, "similar"),
         queue_size=config.queue_size,

@@ -127,6 +127,8 @@ class PretrainConfig:
     scp_mode: str = "similar"
     speed_task: str = "scp"
     symmetric: bool = False
+    appearance_loss: str = "regression"
+    temperature: float = 0.1
     queue_size: int = 65536
     tau: float = 0.99
     tau_schedule: str = "constant"
@@ -239,6 +241,8 @@ def build_model(config, strategy, total_steps=None):
             scp_mode=config.scp_mode,
             speed_task=config.speed_task,
             symmetric=config.symmetric,
+            appearance_loss=config.appearance_loss,
+            temperature=config.temperature,
             queue_size=config.queue_size,
             tau=config.tau,
             tau_schedule=config.tau_schedule,

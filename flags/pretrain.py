@@ -9,7 +9,7 @@ from absl import flags as absl_flags
 import flags as asc_flags
 from flags.model import define_model_flags, validate_model_flags
 
-from asc_tf.choices import OPTIMIZERS, SCP_MODES, SPEED_TASKS, STRATEGIES, TAU_SCHEDULES
+from asc_tf.choices import APPEARANCE_LOSSES, OPTIMIZERS, SCP_MODES, SPEED_TASKS, STRATEGIES, TAU_SCHEDULES
 
 
 def define_pretrain_flags():
@@ -36,6 +36,9 @@ def define_pretrain_flags():
     f.DEFINE_enum("scp_mode", "similar", SCP_MODES, "SCP partner: appearance-nearest, random, or same video.")
     f.DEFINE_enum("speed_task", "scp", SPEED_TASKS, "scp (speed consistency) or sp (speed classification).")
     f.DEFINE_bool("symmetric", False, "Also swap the roles of the two clips.")
+    f.DEFINE_enum("appearance_loss", "regression", APPEARANCE_LOSSES, "regression: the paper's ACP; infonce: "
+                  "a contrastive reference (not the paper's), the batch's other videos as negatives.")
+    f.DEFINE_float("temperature", 0.1, "InfoNCE's temperature (--appearance_loss=infonce).")
     f.DEFINE_enum("projection", "linear", ["linear", "mlp"], "Projection heads: one Dense layer, or BYOL's MLP "
                   "(hidden width --predictor_hidden, 4096 when that is 0).")
     f.DEFINE_integer("dim", 256, "Size of the appearance and speed features.")
@@ -118,6 +121,8 @@ def validate_pretrain_flags(num_replicas=None):
         fail("gamma", f"must be in [0, 1], got {values.gamma}")
     if not 0.0 <= values.tau <= 1.0:
         fail("tau", f"must be in [0, 1], got {values.tau}")
+    if values.temperature <= 0:
+        fail("temperature", f"must be positive, got {values.temperature}")
     if not 0.0 < values.min_crop_scale <= 1.0:
         fail("min_crop_scale", f"must be in (0, 1], got {values.min_crop_scale}")
     asc_flags.require_positive(

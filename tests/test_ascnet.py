@@ -183,8 +183,31 @@ def test_speed_prediction_ablation_is_cross_entropy_over_the_speed_set():
     assert logs["loss_m"] == pytest.approx(expected, rel=1e-4)
 
 
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_the_infonce_reference_is_cross_entropy_against_the_batchs_target_keys(symmetric):
+    model = make_model(gamma=0.0, appearance_loss="infonce", temperature=0.2, symmetric=symmetric)
+    data = make_batch()
+    batch = len(data["video_id"])
+    online = np.concatenate([data["view_i"], data["view_j"]] if symmetric else [data["view_i"]])
+    features = model.online_encoder(online, training=True)
+    pred = normalize(model.appearance_predictor(model.online_appearance(features, training=True), training=True))
+    target = model.target_encoder(np.concatenate([data["view_i"], data["view_j"]]), training=True)
+    keys = normalize(model.target_appearance(target, training=True))
+    # Direction i→j: row b's positive is key_j[b], the batch's other key_j rows its negatives; j→i mirrored.
+    pairs = [(pred[:batch], keys[batch:])] + ([(pred[batch:], keys[:batch])] if symmetric else [])
+    losses = []
+    for p, k in pairs:
+        logits = p @ k.T / 0.2
+        log_softmax = logits - logits.max(1, keepdims=True)
+        log_softmax -= np.log(np.exp(log_softmax).sum(1, keepdims=True))
+        losses.append(-np.mean(np.diag(log_softmax)))
+    logs = model.train_on_batch(data, return_dict=True)
+    assert logs["loss_a"] == pytest.approx(np.mean(losses), rel=1e-4)
+    assert logs["loss"] == pytest.approx(logs["loss_a"])
+
+
 def test_invalid_settings_are_rejected():
     for bad in (dict(scp_mode="nearest"), dict(speed_task="rsp"), dict(gamma=1.5), dict(tau_schedule="linear"),
-                dict(scp_mode="same", symmetric=True)):
+                dict(scp_mode="same", symmetric=True), dict(appearance_loss="nce"), dict(temperature=0.0)):
         with pytest.raises(ValueError):
             ASCNet(backbone="r3d_18", width=0.125, dim=DIM, predictor_hidden=16, queue_size=8, **bad)

@@ -54,6 +54,8 @@ ROWS = [
     ("pretrain", ["--speed_i=0"], "speed_i"),
     ("pretrain", ["--global_batch_size=3", "--strategy=mirrored", "--cpu_replicas=2"], "global_batch_size"),
     ("pretrain", ["--train_steps=-1"], "train_steps"),
+    ("pretrain", ["--appearance_loss=nce"], "appearance_loss"),
+    ("pretrain", ["--appearance_loss=infonce", "--temperature=0"], "temperature"),
     ("pretrain", ["--train_data={absent}/*.tfrecord"], "train_data"),
     ("pretrain", ["--model_dir={file}"], "model_dir"),
     ("pretrain", ["--train_data={file}", "--train_steps=0", "--epochs=1"], "epochs"),  # no manifest.json beside it

@@ -138,9 +138,14 @@ def test_each_self_supervised_variant_pretrains_with_its_objective():
     config = demo.DemoConfig(variants=demo.VARIANTS)
     settings = {
         variant: demo.pretrain_config(config, variant, seed=0, train_data="x-*.tfrecord")
-        for variant in ("acp_only", "asc", "asc_random")
+        for variant in ("acp_only", "asc", "asc_random", "infonce")
     }
     assert settings["acp_only"].gamma == 0.0
+    assert all(settings[v].appearance_loss == "regression" for v in ("acp_only", "asc", "asc_random"))
+    # The contrastive reference is acp_only with InfoNCE for ACP's regression, nothing else changed.
+    assert settings["infonce"].appearance_loss == "infonce"
+    assert dataclasses.replace(settings["infonce"], appearance_loss="regression", model_dir="") == \
+        dataclasses.replace(settings["acp_only"], model_dir="")
     assert (settings["asc"].gamma, settings["asc"].scp_mode) == (0.5, "similar")
     assert (settings["asc_random"].gamma, settings["asc_random"].scp_mode) == (0.5, "random")
     # Everything else is the same budget and recipe.

@@ -51,7 +51,8 @@ absl_flags.DEFINE_string("output_dir", DEFAULTS.output_dir, "Everything the demo
 absl_flags.DEFINE_string("data_dir", "", "Cache of the synthetic TFRecords; default <output_dir>/data.")
 absl_flags.DEFINE_integer("seeds", 1, "Number of seeds (0, 1, ...); each runs every variant.")
 absl_flags.DEFINE_list("variants", list(DEFAULT_VARIANTS), "Variants to run: random, acp_only, asc, supervised, "
-                       "and asc_random (ASCNet with a random SCP partner; not run by default).")
+                       "and, not run by default, asc_random (ASCNet with a random SCP partner) and "
+                       "infonce (a contrastive reference: acp_only with InfoNCE for ACP's regression).")
 absl_flags.DEFINE_integer("steps", DEFAULTS.steps, "Training steps of every trained variant (the budget).")
 absl_flags.DEFINE_integer("batch_size", DEFAULTS.batch_size, "Videos per step.")
 absl_flags.DEFINE_enum("backbone", DEFAULTS.backbone, sorted(BACKBONE_NAMES), "Encoder backbone.")

@@ -1,6 +1,7 @@
 """Trains ASCNet for N steps on 1 device and on 2 mirrored CPU replicas from the same state.
 
     python tests/scripts/replica_equivalence.py STEPS OUT.json [--sgd] [--one-sync-bn] [--gamma=G] [--scp_mode=M]
+        [--appearance_loss=L]
 
 Writes per-step losses of both runs, the largest difference between the two
 replicas of every mirrored variable (should be exactly 0), and the largest
@@ -42,7 +43,8 @@ def option(name, default):
 def build(strategy, sync_bn, use_sgd):
     with strategy.scope():
         model = ASCNet("r3d_18", width=0.125, sync_bn=sync_bn, dim=8, predictor_hidden=16, queue_size=64,
-                       speed_set=(1, 2), tau=0.9, gamma=option("gamma", 0.5), scp_mode=option("scp_mode", "similar"))
+                       speed_set=(1, 2), tau=0.9, gamma=option("gamma", 0.5), scp_mode=option("scp_mode", "similar"),
+                       appearance_loss=option("appearance_loss", "regression"))
         model.build_networks(CLIP)
         lr = option("lr", 0.05 if use_sgd else 1.0)
         optimizer = keras.optimizers.SGD(lr, momentum=0.9) if use_sgd else optim.LARS(lr)
