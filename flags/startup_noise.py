@@ -8,7 +8,8 @@ and so regardless of TF_CPP_MIN_LOG_LEVEL:
     I0000 ... cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.
     E0000 ... cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: ... (303)
 
-twice over (TensorFlow and Keras each load the library). They say nothing a
+twice over (TensorFlow and Keras each load the library), and tf.data's
+warning that it cannot optimise a Python generator's dataset. They say nothing a
 user of a CPU machine can act on, and the last reads as an error. `start`
 points file descriptor 2 at a pipe read by a forked filter process that writes
 every line to the real stderr except those above (matched by source file and
@@ -36,6 +37,8 @@ NOISE = tuple(re.compile(pattern) for pattern in (
     _PREFIX + r"cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized to use available CPU",
     r"^To enable the following instructions: .* in other operations, rebuild TensorFlow with the "
     r"appropriate compiler flags\.$",
+    # Not start-up, but as little to act on: tf.data cannot rewrite a Python generator's dataset.
+    _PREFIX + r"dataset\.cc:\d+\] Input of GeneratorDatasetOp::Dataset will not be optimized because",
 ))
 
 # A line without its newline yet is held only while it may still become one of the lines above.
