@@ -8,9 +8,10 @@ and so regardless of TF_CPP_MIN_LOG_LEVEL:
     I0000 ... cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.
     E0000 ... cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: ... (303)
 
-twice over (TensorFlow and Keras each load the library), and tf.data's
-warning that it cannot optimise a Python generator's dataset. They say nothing a
-user of a CPU machine can act on, and the last reads as an error. `start`
+the first three twice over (TensorFlow and Keras each load the library);
+later come tf.data's warning that it cannot optimise a Python generator's
+dataset and oneDNN's error line that it leaves uint8 ops to Eigen. None says
+anything a user of a CPU machine can act on, and two read as errors. `start`
 points file descriptor 2 at a pipe read by a forked filter process that writes
 every line to the real stderr except those above (matched by source file and
 message, nothing looser). A process, not a thread: it outlives its parent, so a
@@ -37,8 +38,10 @@ NOISE = tuple(re.compile(pattern) for pattern in (
     _PREFIX + r"cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized to use available CPU",
     r"^To enable the following instructions: .* in other operations, rebuild TensorFlow with the "
     r"appropriate compiler flags\.$",
-    # Not start-up, but as little to act on: tf.data cannot rewrite a Python generator's dataset.
+    # Not start-up, but as little to act on: tf.data cannot rewrite a Python generator's dataset, and
+    # oneDNN leaves uint8 ops (the decoded frames' casts) to Eigen, printed as an error even on AVX-512.
     _PREFIX + r"dataset\.cc:\d+\] Input of GeneratorDatasetOp::Dataset will not be optimized because",
+    _PREFIX + r"util\.cc:\d+\] oneDNN supports DT_UINT8 only on platforms with AVX-512\. Falling back",
 ))
 
 # A line without its newline yet is held only while it may still become one of the lines above.

@@ -151,6 +151,8 @@ TF_STARTUP_LINES = [
     "W0000 00:00:1796162537.451506    9132 dataset.cc:997] Input of GeneratorDatasetOp::Dataset will not be "
     "optimized because the dataset does not implement the AsGraphDefInternal() method needed to apply "
     "optimizations.",
+    "E0000 00:00:1796161407.370744    9132 util.cc:131] oneDNN supports DT_UINT8 only on platforms with AVX-512. "
+    "Falling back to the default Eigen-based implementation if present.",
 ]
 # Lines that look alike and must pass: a real C++ error, a Python warning, a message quoting the noise.
 KEPT_LINES = [
@@ -159,6 +161,7 @@ KEPT_LINES = [
     "W1201 21:30:01.123456   31413 pipeline.py:120] skipped 3 unreadable records in /data/train-00001",
     "note: Could not find cuda drivers on your machine is not an error here",
     "W0000 00:00:1796162537.451506    9132 dataset.cc:997] DataLossError: corrupted record at 1234",
+    "E0000 00:00:1796161407.370744    9132 util.cc:131] oneDNN primitive creation failed: unimplemented",
 ]
 
 # A binary whose main writes noise and real lines straight to fd 2 (as C++ does), then aborts.
