@@ -110,12 +110,22 @@ def start():
     global _started
     if _started or not hasattr(os, "fork") or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
         return False
+    sys.stderr.flush()
     try:
-        sys.stderr.flush()
         read_fd, write_fd = os.pipe()
+    except OSError:
+        return False
+    try:
         real_stderr = os.dup(2)
+    except OSError:  # no fd 2 at all: nothing to filter
+        os.close(read_fd)
+        os.close(write_fd)
+        return False
+    try:
         pid = os.fork()
     except OSError:
+        for fd in (read_fd, write_fd, real_stderr):
+            os.close(fd)
         return False
     if pid == 0:  # the filter: outlives a Ctrl-C or a SIGTERM to the group, ends at its input's EOF
         try:
