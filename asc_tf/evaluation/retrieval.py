@@ -37,7 +37,8 @@ class VideoFeatures:
     video_ids: [V] int64
     paths: [V] str ("" when the video is not in `names`)
     class_names: [V] str (the record's label text; "" when unknown)
-    frames: [V, h, w, 3] uint8, the middle frame of the middle clip, or None
+    frames: [V, S, h, w, 3] uint8, S = STRIP_FRAMES frames spread evenly over the
+      middle clip (its first and last included), for pictures that show motion; or None
     """
 
     features: np.ndarray
@@ -73,6 +74,14 @@ def video_names(file_pattern):
     }
 
 
+STRIP_FRAMES = 4  # frames kept per video for the pictures
+
+
+def strip_indices(num_frames, count=STRIP_FRAMES):
+    """`count` frame indices spread evenly over a clip of `num_frames`, its first and last included."""
+    return np.unique(np.round(np.linspace(0, num_frames - 1, count)).astype(np.int64))
+
+
 def _thumbnails(frames, size):
     """[B, H, W, 3] normalised float32 → [B, h, w, 3] uint8, shrunk so the longer side is at most `size`."""
     frames = augment.denormalize(frames)
@@ -96,7 +105,7 @@ def extract_features(encoder, dataset, progress=None, names=None, keep_frames=Tr
         (or [B, C, T, H, W, 3] with a batch_size), 'label', 'video_id'}.
       progress: a `Progress` counting videos (closed at the end), or None.
       names: {video_id: (path, label text)} from `video_names`, or None.
-      keep_frames: keep each video's middle frame for pictures.
+      keep_frames: keep STRIP_FRAMES frames of each video's middle clip for pictures.
       thumbnail_size: longer side of the kept frames (never enlarged).
 
     Returns:
@@ -114,7 +123,9 @@ def extract_features(encoder, dataset, progress=None, names=None, keep_frames=Tr
         labels.append(label.numpy())
         video_ids.append(video_id.numpy())
         if keep_frames:
-            frames.append(_thumbnails(clips[:, num_clips // 2, clips.shape[2] // 2], thumbnail_size))
+            strip = tf.gather(clips[:, num_clips // 2], strip_indices(clips.shape[2]), axis=1)  # [B, S, H, W, 3]
+            flat = _thumbnails(tf.reshape(strip, [-1, *strip.shape[2:]]), thumbnail_size)
+            frames.append(flat.reshape(videos, strip.shape[1], *flat.shape[1:]))
         if progress is not None:
             progress.update(videos)
     if progress is not None:
@@ -205,6 +216,8 @@ TEXT_HEIGHT = 16
 ROW_GAP = 6
 _QUERY_GAP = 16
 _CELL_GAP = 4
+_STRIP_GAP = 1  # between the frames of one video's strip
+TITLE_HEIGHT = 20
 _BACKGROUND = (24, 24, 24)
 _QUERY_COLOUR = (255, 255, 255)
 _HIT_COLOUR = (40, 200, 60)
@@ -223,49 +236,63 @@ def picture_queries(num_queries, rows):
     return np.unique(np.round(np.linspace(0, num_queries - 1, rows)).astype(np.int64))
 
 
-def retrieval_picture(queries, gallery, rows=8, neighbours=3, frame_size=PICTURE_FRAME_SIZE):
+def retrieval_picture(queries, gallery, rows=8, neighbours=3, frame_size=PICTURE_FRAME_SIZE, title=None):
     """The paper's Figure 3: each row a query and its nearest training videos.
 
-    Each cell is a video's middle frame with its class name underneath. The
-    query has a white border; a neighbour of the query's class a green one
-    (hit), any other a red one (miss). Queries are spread evenly over the
-    test set (`picture_queries`).
+    Each cell is a strip of the video's kept frames (`VideoFeatures.frames`,
+    first to last, so that its motion shows) with its class name
+    underneath. The query has a white border; a neighbour of the query's
+    class a green one (hit), any other a red one (miss). Queries are spread
+    evenly over the test set (`picture_queries`).
 
     Args:
-      queries, gallery: VideoFeatures with frames.
+      queries, gallery: VideoFeatures with frames ([V, S, h, w, 3]; [V, h, w, 3] is a strip of one).
       rows: int, queries shown (fewer when there are fewer queries).
       neighbours: int, neighbours per query.
       frame_size: int, every frame is shown at frame_size × frame_size.
+      title: str or None: a line drawn above the rows (TITLE_HEIGHT pixels).
 
     Returns:
-      [R · row_height(frame_size), W, 3] uint8, R = the number of rows drawn.
+      [(TITLE_HEIGHT if title) + R · row_height(frame_size), W, 3] uint8, R = the number of rows drawn.
     """
     # Pillow only for pictures: pretraining and the accuracies do not need it.
     from PIL import Image, ImageDraw, ImageFont
 
     if queries.frames is None or gallery.frames is None:
         raise ValueError("retrieval_picture needs VideoFeatures extracted with keep_frames=True")
+
+    def strips(frames):
+        frames = np.asarray(frames)
+        return frames[:, None] if frames.ndim == 4 else frames
+
+    query_frames, gallery_frames = strips(queries.frames), strips(gallery.frames)
+    length = max(query_frames.shape[1], gallery_frames.shape[1])
     chosen = picture_queries(len(queries), rows)
     nearest = nearest_neighbours(queries.features[chosen], gallery.features, neighbours)
-    cell = frame_size + 2 * BORDER
+    cell = length * frame_size + (length - 1) * _STRIP_GAP + 2 * BORDER
+    height = frame_size + 2 * BORDER
+    top = TITLE_HEIGHT if title else 0
     width = cell + _QUERY_GAP + nearest.shape[1] * (cell + _CELL_GAP) - _CELL_GAP
-    image = Image.new("RGB", (width, len(chosen) * row_height(frame_size)), _BACKGROUND)
+    image = Image.new("RGB", (width, top + len(chosen) * row_height(frame_size)), _BACKGROUND)
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
+    if title:
+        draw.text((BORDER, TITLE_HEIGHT / 2), title, fill=_QUERY_COLOUR, font=font, anchor="lm")
 
-    def put(x, y, frame, colour, text):
-        draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour)
-        thumbnail = Image.fromarray(np.asarray(frame)).resize((frame_size, frame_size), Image.BILINEAR)
-        image.paste(thumbnail, (x + BORDER, y + BORDER))
+    def put(x, y, strip, colour, text):
+        draw.rectangle([x, y, x + cell - 1, y + height - 1], fill=colour)
+        for k, frame in enumerate(strip):
+            thumbnail = Image.fromarray(frame).resize((frame_size, frame_size), Image.BILINEAR)
+            image.paste(thumbnail, (x + BORDER + k * (frame_size + _STRIP_GAP), y + BORDER))
         while text and draw.textlength(text, font=font) > cell:
             text = text[:-2] + "…" if len(text) > 1 else ""
-        draw.text((x + cell / 2, y + cell + TEXT_HEIGHT / 2), text, fill=colour, font=font, anchor="mm")
+        draw.text((x + cell / 2, y + height + TEXT_HEIGHT / 2), text, fill=colour, font=font, anchor="mm")
 
     for row, (query, found) in enumerate(zip(chosen, nearest)):
-        y = row * row_height(frame_size)
-        put(0, y, queries.frames[query], _QUERY_COLOUR, queries.class_names[query] or str(queries.labels[query]))
+        y = top + row * row_height(frame_size)
+        put(0, y, query_frames[query], _QUERY_COLOUR, queries.class_names[query] or str(queries.labels[query]))
         for column, index in enumerate(found):
             hit = gallery.labels[index] == queries.labels[query]
-            put(cell + _QUERY_GAP + column * (cell + _CELL_GAP), y, gallery.frames[index], _HIT_COLOUR if hit else _MISS_COLOUR,
-                gallery.class_names[index] or str(gallery.labels[index]))
+            put(cell + _QUERY_GAP + column * (cell + _CELL_GAP), y, gallery_frames[index],
+                _HIT_COLOUR if hit else _MISS_COLOUR, gallery.class_names[index] or str(gallery.labels[index]))
     return np.asarray(image, dtype=np.uint8)

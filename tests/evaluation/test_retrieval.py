@@ -70,8 +70,8 @@ def test_extract_features_averages_the_clips_then_l2_normalises(batch):
     np.testing.assert_array_equal(videos.labels, [3, 1, 3])
     np.testing.assert_array_equal(videos.video_ids, [10, 11, 12])
     assert videos.paths == ["a/x.avi", "", "c/z.avi"] and videos.class_names == ["alpha", "", "gamma"]
-    # The middle frame (1 of 3) of the middle clip (2 of 4), back in uint8.
-    np.testing.assert_array_equal(videos.frames, augment.denormalize(clips[:, 2, 1]).numpy())
+    # The frames of the middle clip (2 of 4), all three of a 3-frame clip, back in uint8.
+    np.testing.assert_array_equal(videos.frames, augment.denormalize(clips[:, 2]).numpy())
 
 
 def test_kept_frames_are_shrunk_to_the_thumbnail_size():
@@ -79,7 +79,7 @@ def test_kept_frames_are_shrunk_to_the_thumbnail_size():
         {"clips": _clips(size=20), "label": np.zeros(3, np.int64), "video_id": np.arange(3)}
     )
     videos = retrieval.extract_features(mean_colour, dataset, thumbnail_size=8)
-    assert videos.frames.shape == (3, 8, 8, 3) and videos.frames.dtype == np.uint8
+    assert videos.frames.shape == (3, 3, 8, 8, 3) and videos.frames.dtype == np.uint8
 
 
 def _videos(labels, seed):
@@ -114,3 +114,36 @@ def test_picture_has_one_row_per_shown_query_and_marks_hits_green_and_misses_red
 def test_picture_with_fewer_queries_than_rows_shows_them_all():
     picture = retrieval.retrieval_picture(_videos([0, 1], 3), _videos([1, 0, 1], 4), rows=8, frame_size=24)
     assert picture.shape[0] == 2 * retrieval.row_height(24)
+
+
+def test_picture_cells_show_each_video_as_a_strip_of_its_frames_under_a_title():
+    queries, gallery = _videos([0, 1], 5), _videos([1, 0], 6)
+    # Three frames per video, each a flat grey level of its own: the cell shows them left to right.
+    for videos in (queries, gallery):
+        videos.frames = np.stack([np.full((len(videos), 8, 8, 3), level, np.uint8) for level in (50, 120, 190)],
+                                 axis=1)
+    size = 16
+    plain = retrieval.retrieval_picture(queries, gallery, rows=2, neighbours=1, frame_size=size)
+    titled = retrieval.retrieval_picture(queries, gallery, rows=2, neighbours=1, frame_size=size, title="asc, seed 0")
+    assert titled.shape[0] == plain.shape[0] + retrieval.TITLE_HEIGHT
+    np.testing.assert_array_equal(titled[retrieval.TITLE_HEIGHT:], plain)
+    assert titled[:retrieval.TITLE_HEIGHT].max() > 200  # the title's white (anti-aliased) text
+    cell = 3 * size + 2 * retrieval._STRIP_GAP + 2 * retrieval.BORDER
+    assert plain.shape[1] == 2 * cell + retrieval._QUERY_GAP
+    y = retrieval.BORDER + size // 2
+    for k, level in enumerate((50, 120, 190)):
+        x = retrieval.BORDER + k * (size + retrieval._STRIP_GAP) + size // 2
+        assert tuple(plain[y, x]) == (level,) * 3, k
+
+
+def test_kept_frames_span_the_middle_clip_first_to_last():
+    np.testing.assert_array_equal(retrieval.strip_indices(8), [0, 2, 5, 7])
+    np.testing.assert_array_equal(retrieval.strip_indices(2), [0, 1])
+    clips = np.zeros((1, 3, 8, 4, 4, 3), np.float32)  # [B, clips, T, H, W, 3], normalised
+    clips[:, 1] = np.arange(8, dtype=np.float32)[None, :, None, None, None] / 4.0  # the middle clip: t / 4
+    dataset = [{"clips": tf.constant(clips), "label": tf.constant([0]), "video_id": tf.constant([7])}]
+    videos = retrieval.extract_features(lambda x: tf.reshape(x, [x.shape[0], -1])[:, :4], dataset)
+    assert videos.frames.shape == (1, 4, 4, 4, 3)
+    expected = augment.denormalize(tf.constant(clips[0, 1, [0, 2, 5, 7], 0, 0])).numpy()
+    assert len(np.unique(expected[:, 0])) == 4  # four different frames
+    np.testing.assert_array_equal(videos.frames[0, :, 0, 0], expected)

@@ -74,7 +74,8 @@ def test_retrieve_with_random_init_writes_results_picture_and_tensorboard(record
     assert f"top1 {results['top1']:.2f} top5 {results['top5']:.2f}" in result.stdout
 
     picture = tf.io.decode_png(tf.io.read_file(str(output / "retrieval.png"))).numpy()
-    assert picture.shape[0] == 8 * retrieval.row_height()  # --picture_rows=8 of the 12 queries
+    # --picture_rows=8 of the 12 queries, under a title line
+    assert picture.shape[0] == retrieval.TITLE_HEIGHT + 8 * retrieval.row_height()
 
     logged = events(output / "tensorboard")
     assert logged["retrieval/top1"] == [(0, pytest.approx(results["top1"]))]
