@@ -6,7 +6,9 @@ each seed, with the same budget (steps × batch):
   random      no training: a randomly initialised encoder;
   acp_only    ASCNet with γ = 0 (appearance consistency alone, i.e. BYOL on clips);
   asc         ASCNet with γ = 0.5 and the appearance-nearest SCP partner;
-  supervised  the same backbone trained with the labels (cross-entropy), an upper bound;
+  supervised  the same backbone trained with the labels (cross-entropy): the positive control,
+              whose own classifier's test accuracy (`test_top1`) shows what learning the
+              motion classes looks like at this budget;
   asc_random  (on request, not in the default list) ASCNet with γ = 0.5 and a uniformly
               random SCP partner at the same speed: the paper's "random" instance
               sampling, which isolates what the appearance-nearest choice does;
@@ -222,8 +224,13 @@ def pretrain(config, variant, seed, train_data, export, stream):
     return encoders.from_pretraining(config.run_dir(seed, variant)), record
 
 
-def train_supervised(config, seed, train_data, num_classes, stream, export=False):
-    """The supervised upper bound: the backbone and a linear head trained with labels; returns (Encoder, record).
+def train_supervised(config, seed, train_data, test_data, num_classes, stream, export=False):
+    """The supervised control: the backbone and a linear head trained with labels; returns (Encoder, record).
+
+    The record's `test_top1` is its own classifier's video-level accuracy on
+    `test_data` (percent; softmax averaged over `eval_clips` centre-cropped
+    clips per video, `finetune.evaluate`): the positive control, what
+    "learned the motion classes" looks like at this budget.
 
     `export`: the encoder also goes to <run>/encoder as a SavedModel (what tools.retrieve --saved_model reads).
     """
@@ -231,6 +238,7 @@ def train_supervised(config, seed, train_data, num_classes, stream, export=False
     import tensorflow as tf
 
     from asc_tf import export as exporting
+    from asc_tf.data import pipeline
     from asc_tf.evaluation import encoders, finetune
 
     started = time.monotonic()
@@ -246,8 +254,14 @@ def train_supervised(config, seed, train_data, num_classes, stream, export=False
         seed=seed, shuffle_buffer=config.train_videos,
     )
     writer = tf.summary.create_file_writer(os.path.join(run_dir, "train"))
-    logs = finetune.train(model, dataset, config.steps, writer=writer, stream=stream)
+    # The pretraining's tags (loss, lr), so that every variant's curves overlay in TensorBoard.
+    logs = finetune.train(model, dataset, config.steps, writer=writer, stream=stream, prefix="")
     model.save_weights(os.path.join(run_dir, "classifier.weights.h5"))
+    test = pipeline.eval_dataset(
+        test_data, num_clips=config.eval_clips, num_frames=config.frames, stride=min(config.speeds),
+        resize_short=config.resize_short, crop_size=config.crop_size, batch_size=16,
+    )
+    scores = finetune.evaluate(model, test, num_videos=config.test_videos, stream=stream)
     if export:
         exporting.export_encoder(model.encoder, os.path.join(run_dir, "encoder"), config.frames, config.crop_size,
                                  config.resize_short)
@@ -255,6 +269,7 @@ def train_supervised(config, seed, train_data, num_classes, stream, export=False
         "first_loss": logs.get("first_loss"),
         "last_loss": logs.get("loss"),
         "train_accuracy": logs.get("accuracy"),
+        "test_top1": 100.0 * scores["top1"],
         "train_seconds": time.monotonic() - started,
     }
     return encoders.from_keras(model.encoder, source=run_dir), record
@@ -370,11 +385,24 @@ def measure(encoder, config, train_data, test_data, stream=None, names=None):
 # ----------------------------------------------------------------------------- the whole run
 
 
-def _settings_match(path, settings):
+def _saved_measures(path, settings):
+    """measures.json of these settings, as {"measures", "tools": {tool: protocol}}; None when absent or other.
+
+    Files of earlier versions kept the tools' protocols in settings["evaluate"]
+    ({"retrieve_flagfile": ..., "finetune_flagfile": ...}): read as the same stamps.
+    """
     if not os.path.isfile(path):
-        return False
+        return None
     with open(path) as f:
-        return json.load(f).get("settings") == settings
+        saved = json.load(f)
+    recorded = dict(saved.get("settings") or {})
+    tools = saved.get("tools")
+    if tools is None:
+        earlier = recorded.pop("evaluate", None) or {}
+        tools = {name[:-len("_flagfile")]: text for name, text in earlier.items()}
+    if recorded != settings:
+        return None
+    return {"measures": saved["measures"], "tools": tools}
 
 
 def _summary(values):
@@ -387,13 +415,15 @@ def _summary(values):
 def run(config, train_data, test_data, num_classes, stream=None, evaluate=None):
     """Trains and measures every (seed, variant); writes results.json, retrieval.png and the encoder.
 
-    `evaluate(variant, seed, run_dir)`, when given, returns more measures of a trained variant
-    (they update the in-process ones); its `settings` attribute joins the settings a saved
-    measure must match.
+    `evaluate(variant, seed, run_dir, tools)`, when given, returns more measures of a trained
+    variant, taken by the named tools (they update the in-process ones); its `settings`
+    attribute is {tool: its protocol}.
 
     A variant whose run folder holds measures of the same settings is not run
     again (nor its picture drawn again), so an interrupted demo picks up where
     it stopped; a pretraining in progress resumes from its newest checkpoint.
+    When only a tool's protocol changed, that tool alone measures again, from
+    the run folder (the encoder is neither trained nor measured again).
 
     Returns:
       the results dict (as written to results.json).
@@ -408,8 +438,7 @@ def run(config, train_data, test_data, num_classes, stream=None, evaluate=None):
     ignored = ("output_dir", "seeds", "variants") + (SYNTHETIC_FIELDS if config.videos else ())
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()
                 if k not in ignored}
-    if evaluate is not None:
-        settings["evaluate"] = getattr(evaluate, "settings", None)
+    tools = dict(getattr(evaluate, "settings", {})) if evaluate is not None else {}
     picture_variant = next((v for v in ("asc", "acp_only", "supervised", "random") if v in config.variants))
     per_seed = {variant: {} for variant in config.variants}
     names = _video_names(train_data, test_data)
@@ -420,10 +449,17 @@ def run(config, train_data, test_data, num_classes, stream=None, evaluate=None):
             saved = os.path.join(run_dir, "measures.json")
             picture = seed == config.seeds[0] and variant == picture_variant
             export = seed == config.seeds[0] and variant == "asc"
-            if _settings_match(saved, settings):
-                with open(saved) as f:
-                    per_seed[variant][seed] = json.load(f)["measures"]
-                print(f"[seed {seed}] {variant}: measured before, {saved}", file=stream)
+            before = _saved_measures(saved, settings)
+            if before is not None:
+                measures, stale = before["measures"], [tool for tool in tools if before["tools"].get(tool) != tools[tool]]
+                print(f"[seed {seed}] {variant}: measured before, {saved}"
+                      + (f"; the protocol of {', '.join(stale)} changed: measuring with it again" if stale else ""),
+                      file=stream)
+                if stale:
+                    measures.update(evaluate(variant, seed, run_dir, stale))
+                    with open(saved, "w") as f:
+                        json.dump({"settings": settings, "tools": tools, "measures": measures}, f, indent=2)
+                per_seed[variant][seed] = measures
                 continue
             if os.path.isdir(run_dir) and not _resumable(run_dir, config, variant, seed, train_data):
                 _remove_run(run_dir)
@@ -439,27 +475,32 @@ def run(config, train_data, test_data, num_classes, stream=None, evaluate=None):
             if variant == "random":
                 encoder, record = encoders.random_init(config.backbone, config.width, clip_shape, seed), {}
             elif variant == "supervised":
-                encoder, record = train_supervised(config, seed, train_data, num_classes, stream,
+                encoder, record = train_supervised(config, seed, train_data, test_data, num_classes, stream,
                                                    export=evaluate is not None)
             else:
                 encoder, record = pretrain(config, variant, seed, train_data, export, stream)
             measures, (queries, gallery) = measure(encoder, config, train_data, test_data, stream, names)
+            shown_top1 = measures["retrieval_top1"]  # of the picture's features (tools.retrieve may replace it)
             measures.update(record)
             if evaluate is not None:
-                measures.update(evaluate(variant, seed, run_dir))
+                measures.update(evaluate(variant, seed, run_dir, list(tools)))
             for name in MEASURES + ("first_loss", "last_loss", "train_seconds") + (TOOL_MEASURES if evaluate else ()):
                 measures.setdefault(name, None)
             per_seed[variant][seed] = measures
             with open(saved, "w") as f:
-                json.dump({"settings": settings, "measures": measures}, f, indent=2)
+                json.dump({"settings": settings, "tools": tools, "measures": measures}, f, indent=2)
             print(f"[seed {seed}] {variant}: " + ", ".join(
                 f"{name} {measures[name]:.2f}" for name in MEASURES if measures[name] is not None), file=stream)
             if picture:
-                image = retrieval.retrieval_picture(queries, gallery, rows=8, neighbours=5)
+                image = retrieval.retrieval_picture(
+                    queries, gallery, rows=8, neighbours=5, frame_size=48,
+                    title=f"{variant}, seed {seed}: {config.eval_split} queries (white) and their 5 nearest training "
+                          f"videos; green = same class. Retrieval top-1 {shown_top1:.1f} %")
                 Image.fromarray(image).save(os.path.join(config.output_dir, "retrieval.png"))
 
     results = {
         "settings": settings,
+        "tools": tools,  # {tool: its flagfile} of the measures taken by tools/ (--videos)
         "seeds": list(config.seeds),
         "chance": {
             "retrieval_top1": 100.0 / num_classes,
@@ -507,26 +548,48 @@ def _remove_run(run_dir):
         raise FileExistsError(f"{run_dir} holds files the demo did not write; choose another --output_dir")
 
 
+# (measure, column title, what it is: the legend printed under the table). Chance levels: results["chance"].
 TABLE_COLUMNS = (
-    ("retrieval_top1", "retr@1"), ("retrieval_top5", "retr@5"), ("retrieval_top10", "retr@10"),
-    ("retrieval_top20", "retr@20"), ("retrieval_top50", "retr@50"), ("finetune_top1", "fine-tuned@1"),
-    ("linear_probe", "linear"),
-    ("speed_probe", "speed"), ("same_video_top1", "same-video@1"), ("effective_rank", "eff.rank"),
-    ("projection_std", "proj.std"), ("neighbour_same_label", "nbr.same"), ("first_loss", "loss first"),
-    ("last_loss", "loss last"),
+    ("test_top1", "control@1", "the supervised control's own classifier, test videos, video-level top-1 %"),
+    ("retrieval_top1", "retr@1", "retrieval top-1 %: test videos query the training videos, class of the nearest"),
+    ("retrieval_top5", "retr@5", "retrieval top-5 %"),
+    ("retrieval_top10", "retr@10", "retrieval top-10 %"),
+    ("retrieval_top20", "retr@20", "retrieval top-20 %"),
+    ("retrieval_top50", "retr@50", "retrieval top-50 %"),
+    ("finetune_top1", "fine-tuned@1", "fine-tuned from this initialisation (tools.finetune), video-level top-1 %"),
+    ("linear_probe", "linear", "linear probe on the frozen features, test top-1 %"),
+    ("speed_probe", "speed", "speed probe: single clips' playback stride told from the features, %"),
+    ("same_video_top1", "same-video@1", "two augmented clips of a test video at the two speeds find each other, top-1 %"),
+    ("effective_rank", "eff.rank", "effective rank of the test features (1 = collapsed)"),
+    ("projection_std", "proj.std", "pretraining: std of the normalised projections (0 = collapsed)"),
+    ("neighbour_same_label", "nbr.same", "pretraining: fraction of SCP partners of the anchor's class"),
+    ("first_loss", "loss first", "training loss at the first step"),
+    ("last_loss", "loss last", "training loss at the last step"),
 )
+# The measures a verdict compares with random init: what the encoder learned (the diagnostics are not).
+VERDICT_MEASURES = ("same_video_top1", "retrieval_top1", "linear_probe", "speed_probe", "finetune_top1")
+_CHANCE_KEYS = {"test_top1": "finetune_top1", "retrieval_top5": None, "retrieval_top10": None,
+                "retrieval_top20": None, "retrieval_top50": None}
+
+
+def _columns(results):
+    return [(name, title, text) for name, title, text in TABLE_COLUMNS
+            if any(entry["mean"].get(name) is not None for entry in results["variants"].values())]
 
 
 def table(results):
-    """The results as a Markdown table, mean ± standard deviation over the seeds; columns no variant has are out."""
+    """The results as a Markdown table, mean ± standard deviation over the seeds, then a legend and the verdict.
+
+    Columns no variant has are left out. The legend names every column and
+    its chance level; the last line is `verdict(results)`.
+    """
     seeds = len(results["seeds"])
-    columns = [(name, title) for name, title in TABLE_COLUMNS
-               if any(entry["mean"].get(name) is not None for entry in results["variants"].values())]
-    header = "| variant | " + " | ".join(title for _, title in columns) + " |"
+    columns = _columns(results)
+    header = "| variant | " + " | ".join(title for _, title, _ in columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 1)]
     for variant, entry in results["variants"].items():
         cells = []
-        for name, _ in columns:
+        for name, _, _ in columns:
             mean, std = entry["mean"].get(name), entry["std"].get(name)
             if mean is None:
                 cells.append("–")
@@ -535,12 +598,62 @@ def table(results):
             else:
                 cells.append(f"{mean:.2f}")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    lines.append(f"{seeds} seed(s){', mean ± standard deviation' if seeds > 1 else ''}. Legend:")
     chance = results["chance"]
-    finetuned = any(name == "finetune_top1" for name, _ in columns)
-    lines.append(
-        f"chance: retrieval top-1{', linear probe and fine-tuned top-1' if finetuned else ' and linear probe'} "
-        f"{chance['retrieval_top1']:.1f} %, speed probe "
-        f"{chance['speed_probe']:.0f} %, same-video top-1 {chance['same_video_top1']:.2f} %; "
-        f"{seeds} seed(s){', mean ± standard deviation' if seeds > 1 else ''}"
-    )
+    for name, title, text in columns:
+        key = _CHANCE_KEYS.get(name, name)
+        level = chance.get(key) if key else None
+        lines.append(f"  {title:<13} {text}" + (f"; chance {level:.{2 if level < 1 else 1}f}" if level else ""))
+    lines.append(verdict(results))
     return "\n".join(lines)
+
+
+def _per_seed(results, variant, name):
+    seeds = results["variants"][variant]["seeds"]
+    values = [seeds[str(seed)].get(name) for seed in results["seeds"]]
+    return None if any(v is None for v in values) else np.asarray(values, dtype=np.float64)
+
+
+def verdict(results):
+    """One line computed from the numbers: which variant beats random init, on what, by how much.
+
+    A variant beats random init on a measure when its worst seed is above
+    random init's best seed (so never with one seed, where the line gives
+    the largest differences instead). The difference is the mean ± standard
+    deviation over the seeds of (variant − random init), seed by seed.
+    """
+    variants = results["variants"]
+    parts = []
+    control = variants.get("supervised", {}).get("mean", {}).get("test_top1")
+    if control is not None:
+        chance = results["chance"].get("finetune_top1")
+        std = variants["supervised"]["std"].get("test_top1") or 0.0
+        parts.append(f"the supervised control reaches {control:.1f}"
+                     + (f" ± {std:.1f}" if len(results["seeds"]) > 1 else "")
+                     + f" % on the test videos" + (f" (chance {chance:.1f} %)" if chance else ""))
+    if "random" not in variants:
+        return "verdict: " + ("; ".join(parts) or "no random init to compare with") + "."
+    titles = {name: title for name, title, _ in TABLE_COLUMNS}
+    trained = [v for v in variants if v not in ("random", "supervised")]
+    wins, gaps = [], []
+    for variant in trained:
+        for name in VERDICT_MEASURES:
+            ours, baseline = _per_seed(results, variant, name), _per_seed(results, "random", name)
+            if ours is None or baseline is None:
+                continue
+            difference = ours - baseline
+            gaps.append((float(difference.mean()), variant, name))
+            if len(ours) > 1 and ours.min() > baseline.max():
+                wins.append(f"{variant} on {titles[name]} by {difference.mean():+.1f} ± {difference.std(ddof=1):.1f} "
+                            "points")
+    if len(results["seeds"]) < 2:
+        best = sorted(gaps, reverse=True)[:2]
+        parts.append("one seed, so no spread to judge by (--seeds=3)" + "".join(
+            f"; {variant} − random init on {titles[name]}: {gap:+.1f} points" for gap, variant, name in best))
+    elif wins:
+        parts.append(f"beating random init beyond the spread of {len(results['seeds'])} seeds (worst seed above "
+                     "its best seed): " + ", ".join(wins) + "; no other variant or measure does")
+    elif trained:
+        parts.append(f"no trained variant beats random init beyond the spread of {len(results['seeds'])} seeds "
+                     "on any measure")
+    return "verdict: " + "; ".join(parts) + "."

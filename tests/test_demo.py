@@ -205,12 +205,14 @@ def test_same_item_top1_counts_the_paired_index():
 
 
 def test_the_table_leaves_out_columns_no_variant_has():
-    chance = {"retrieval_top1": 50.0, "speed_probe": 50.0, "same_video_top1": 10.0}
+    chance = {"retrieval_top1": 50.0, "speed_probe": 50.0, "same_video_top1": 10.0, "finetune_top1": 50.0}
     synthetic = {"seeds": [0], "chance": chance,
                  "variants": {"random": {"mean": {"retrieval_top1": 40.0}, "std": {}}}}
     lines = demo.table(synthetic).splitlines()
     assert lines[0] == "| variant | retr@1 |" and lines[2] == "| random | 40.00 |"
-    assert "fine-tuned" not in lines[-1]
+    assert lines[3] == "1 seed(s). Legend:"
+    assert lines[4].split() [:3] == ["retr@1", "retrieval", "top-1"] and lines[4].endswith("chance 50.0")
+    assert len(lines) == 6 and "fine-tuned" not in demo.table(synthetic)
     videos = {"seeds": [0, 1], "chance": chance, "variants": {
         "random": {"mean": {"retrieval_top1": 40.0, "finetune_top1": 55.0}, "std": {"retrieval_top1": 1.0,
                                                                                    "finetune_top1": 2.5}},
@@ -218,4 +220,43 @@ def test_the_table_leaves_out_columns_no_variant_has():
     lines = demo.table(videos).splitlines()
     assert lines[0] == "| variant | retr@1 | fine-tuned@1 |"
     assert lines[2:4] == ["| random | 40.00 ± 1.00 | 55.00 ± 2.50 |", "| supervised | 60.00 ± 0.50 | – |"]
-    assert "fine-tuned top-1 50.0 %" in lines[-1]
+    assert lines[4] == "2 seed(s), mean ± standard deviation. Legend:"
+    assert lines[6].split()[0] == "fine-tuned@1" and lines[6].endswith("chance 50.0")
+
+
+def _results(per_seed, chance=None):
+    """A results dict of demo.run's form from {variant: {measure: [value per seed]}}."""
+    seeds = len(next(iter(next(iter(per_seed.values())).values())))
+    variants = {}
+    for variant, measures in per_seed.items():
+        variants[variant] = {
+            "seeds": {str(seed): {name: values[seed] for name, values in measures.items()} for seed in range(seeds)},
+            "mean": {name: float(np.mean(values)) for name, values in measures.items()},
+            "std": {name: float(np.std(values, ddof=1)) if seeds > 1 else 0.0 for name, values in measures.items()},
+        }
+    return {"seeds": list(range(seeds)), "variants": variants,
+            "chance": chance or {"retrieval_top1": 16.7, "linear_probe": 16.7, "speed_probe": 50.0,
+                                 "same_video_top1": 0.5, "finetune_top1": 16.7}}
+
+
+def test_the_verdict_names_only_what_beats_random_init_on_every_seed():
+    results = _results({
+        "random": {"same_video_top1": [6.0, 7.0, 6.5], "retrieval_top1": [20.0, 21.0, 19.0]},
+        "acp_only": {"same_video_top1": [9.0, 6.5, 12.0], "retrieval_top1": [22.0, 23.0, 24.0]},
+        "asc": {"same_video_top1": [12.0, 13.0, 11.0], "retrieval_top1": [22.0, 18.0, 20.0]},
+        "supervised": {"test_top1": [90.0, 92.0, 94.0], "retrieval_top1": [80.0, 82.0, 84.0]},
+    })
+    line = demo.verdict(results)
+    assert line.startswith("verdict: the supervised control reaches 92.0 ± 2.0 % on the test videos (chance 16.7 %)")
+    # asc on same-video (worst 11 > random's best 7) and acp_only on retrieval (worst 22 > 21); nothing else.
+    assert "asc on same-video@1 by +5.5 ± 0.9 points" in line
+    assert "acp_only on retr@1 by +3.0 ± 1.7 points" in line
+    assert "acp_only on same-video" not in line and "asc on retr@1" not in line and "supervised on" not in line
+    assert demo.verdict(results) == demo.table(results).splitlines()[-1]
+
+    nothing = _results({"random": {"retrieval_top1": [20.0, 21.0]}, "asc": {"retrieval_top1": [20.5, 30.0]}})
+    assert "no trained variant beats random init beyond the spread of 2 seeds" in demo.verdict(nothing)
+    one = _results({"random": {"retrieval_top1": [20.0], "same_video_top1": [6.0]},
+                    "asc": {"retrieval_top1": [18.0], "same_video_top1": [9.5]}})
+    assert demo.verdict(one) == ("verdict: one seed, so no spread to judge by (--seeds=3); asc − random init on "
+                                 "same-video@1: +3.5 points; asc − random init on retr@1: -2.0 points.")

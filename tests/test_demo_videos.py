@@ -31,9 +31,9 @@ def _needs(path):
         pytest.skip(f"real clips not found at {path} (see tests/conftest.py)")
 
 
-def _demo(tmp_path, *args):
+def _demo(tmp_path, *args, finetune=FINETUNE):
     flagfiles = []
-    for name, lines in (("retrieve", RETRIEVE), ("finetune", FINETUNE)):
+    for name, lines in (("retrieve", RETRIEVE), ("finetune", finetune)):
         path = tmp_path / f"{name}.cfg"
         path.write_text("\n".join(lines) + "\n")
         flagfiles.append(f"--{name}_flagfile={path}")
@@ -100,6 +100,23 @@ def test_ucf101_layout_splits_by_group_and_measures_with_the_tools(tmp_path):
     # It records the run's architecture (TINY's width), not the --width default it was not given.
     assert (retrieval["flags"]["backbone"], retrieval["flags"]["width"]) == ("r3d_18", 0.125)
     assert "fine-tuned@1" in result.stdout and "| asc |" in result.stdout
+
+    # Another fine-tuning protocol: tools.finetune alone measures again, from the run folders as they are.
+    retrieved = {v: (output / "seed0" / v / "retrieve" / "retrieval.json").stat().st_mtime_ns for v in ("random", "asc")}
+    checkpoints = sorted(glob.glob(str(output / "seed0" / "asc" / "checkpoints" / "*")))
+    _, again, rerun = _demo(tmp_path, f"--videos={root}", "--val_groups=8", "--variants=random,asc",
+                            finetune=[line.replace("--train_steps=2", "--train_steps=3") for line in FINETUNE])
+    assert rerun.stderr.count("the protocol of finetune changed: measuring with it again") == 2
+    assert "pretraining" not in rerun.stderr and "tools.retrieve" not in rerun.stderr
+    for variant in ("random", "asc"):
+        run = output / "seed0" / variant
+        assert (run / "retrieve" / "retrieval.json").stat().st_mtime_ns == retrieved[variant]
+        assert json.loads((run / "finetune" / "results.json").read_text())["settings"]["train_steps"] == 3
+        saved = json.loads((run / "measures.json").read_text())
+        assert "--train_steps=3" in saved["tools"]["finetune"]
+        unchanged = {k: v for k, v in results["variants"][variant]["seeds"]["0"].items() if not k.startswith("finetune")}
+        assert {k: again["variants"][variant]["seeds"]["0"][k] for k in unchanged} == unchanged
+    assert sorted(glob.glob(str(output / "seed0" / "asc" / "checkpoints" / "*"))) == checkpoints
 
 
 def test_kinetics_layout_splits_per_class_and_measures_the_supervised_encoder(tmp_path):

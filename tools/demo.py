@@ -337,7 +337,7 @@ def _tool(module, flagfile, args, stream):
 def tool_measures(config, train_data, test_data, stream):
     """The measures of --videos taken by tools.retrieve and tools.finetune; demo.run's `evaluate`."""
 
-    def evaluate(variant, seed, run_dir):
+    def evaluate(variant, seed, run_dir, tools):
         if variant == "random":
             encoder = ["--init=random", f"--backbone={config.backbone}", f"--width={config.width}"]
         elif variant == "supervised":
@@ -345,12 +345,15 @@ def tool_measures(config, train_data, test_data, stream):
         else:
             encoder = [f"--model_dir={run_dir}"]
         data = [f"--train_data={train_data}", f"--test_data={test_data}", f"--seed={seed}"]
-        output = os.path.join(run_dir, "retrieve")
-        _tool("tools.retrieve", FLAGS.retrieve_flagfile, encoder + data + [f"--output_dir={output}"], stream)
-        with open(os.path.join(output, "retrieval.json")) as fh:
-            retrieval = json.load(fh)
-        measures = {f"retrieval_top{k}": retrieval[f"top{k}"] for k in (1, 5, 10, 20, 50)}
-        if variant != "supervised":  # trained with the labels already: nothing to fine-tune from
+        measures = {}
+        if "retrieve" in tools:
+            output = os.path.join(run_dir, "retrieve")
+            _tool("tools.retrieve", FLAGS.retrieve_flagfile, encoder + data + [f"--output_dir={output}"], stream)
+            with open(os.path.join(output, "retrieval.json")) as fh:
+                retrieval = json.load(fh)
+            measures.update({f"retrieval_top{k}": retrieval[f"top{k}"] for k in (1, 5, 10, 20, 50)})
+        # The supervised variant was trained with the labels already: nothing to fine-tune from.
+        if "finetune" in tools and variant != "supervised":
             output = os.path.join(run_dir, "finetune")
             seconds = _tool("tools.finetune", FLAGS.finetune_flagfile, encoder + data + [f"--output_dir={output}"],
                             stream)
@@ -360,11 +363,10 @@ def tool_measures(config, train_data, test_data, stream):
                             finetune_seconds=seconds)
         return measures
 
-    flagfiles = {}
-    for name in ("retrieve_flagfile", "finetune_flagfile"):
-        with open(getattr(FLAGS, name)) as fh:
-            flagfiles[name] = fh.read()
-    evaluate.settings = flagfiles  # a changed protocol measures again
+    evaluate.settings = {}  # {tool: its flagfile's text}: a changed protocol measures again with that tool
+    for tool in ("retrieve", "finetune"):
+        with open(getattr(FLAGS, f"{tool}_flagfile")) as fh:
+            evaluate.settings[tool] = fh.read()
     return evaluate
 
 

@@ -304,11 +304,12 @@ def train_dataset(file_pattern, batch_size, frames, crop_size, stride=1, flip=Tr
     return dataset.map(lambda element: (element["clip"], element["label"]))
 
 
-def train(model, dataset, train_steps, writer=None, log_every=10, stream=None):
+def train(model, dataset, train_steps, writer=None, log_every=10, stream=None, prefix="train/"):
     """Runs `train_steps` compiled Keras train steps on a compiled model.
 
     Every `log_every` steps (and at the last) writes train/loss, train/accuracy
-    (means since the previous write) and train/lr to `writer`.
+    (means since the previous write) and train/lr to `writer`; `prefix`
+    replaces "train/" ("" gives the pretraining's own tags: loss, lr).
 
     Returns:
       dict of the last logged values (loss, accuracy, lr) and first_loss, the
@@ -330,7 +331,7 @@ def train(model, dataset, train_steps, writer=None, log_every=10, stream=None):
         if step % log_every == 0 or step == train_steps:
             with writer.as_default():
                 for name, value in logs.items():
-                    tf.summary.scalar(f"train/{name}", value, step=step)
+                    tf.summary.scalar(f"{prefix}{name}", value, step=step)
             writer.flush()
             model.reset_metrics()
         progress.update(1, extra=f"loss={logs['loss']:.4f} accuracy={logs['accuracy']:.3f} lr={logs['lr']:.2e}")
