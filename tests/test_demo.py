@@ -260,3 +260,17 @@ def test_the_verdict_names_only_what_beats_random_init_on_every_seed():
                     "asc": {"retrieval_top1": [18.0], "same_video_top1": [9.5]}})
     assert demo.verdict(one) == ("verdict: one seed, so no spread to judge by (--seeds=3); asc − random init on "
                                  "same-video@1: +3.5 points; asc − random init on retr@1: -2.0 points.")
+
+
+def test_measures_of_earlier_versions_keep_their_tool_protocols(tmp_path):
+    """measures.json once kept the tools' flagfiles in settings["evaluate"]: read as the same stamps."""
+    settings = {"steps": 500, "videos": "ucf6"}
+    path = tmp_path / "measures.json"
+    path.write_text(json.dumps({"settings": {**settings, "evaluate": {"retrieve_flagfile": "R", "finetune_flagfile": "F"}},
+                                "measures": {"retrieval_top1": 50.0}}))
+    assert demo._saved_measures(str(path), settings) == {"measures": {"retrieval_top1": 50.0},
+                                                         "tools": {"retrieve": "R", "finetune": "F"}}
+    assert demo._saved_measures(str(path), {**settings, "steps": 400}) is None
+    path.write_text(json.dumps({"settings": settings, "tools": {"retrieve": "R2"}, "measures": {}}))
+    assert demo._saved_measures(str(path), settings)["tools"] == {"retrieve": "R2"}
+    assert demo._saved_measures(str(tmp_path / "absent.json"), settings) is None
