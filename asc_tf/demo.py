@@ -494,7 +494,7 @@ def run(config, train_data, test_data, num_classes, stream=None, evaluate=None):
             if picture:
                 image = retrieval.retrieval_picture(
                     queries, gallery, rows=8, neighbours=5, frame_size=48,
-                    title=f"{variant}, seed {seed}: {config.eval_split} queries (white) and their 5 nearest training "
+                    title=f"{variant}, seed {seed}: {_split_name({'settings': settings})} queries (white) and their 5 nearest training "
                           f"videos; green = same class. Retrieval top-1 {shown_top1:.1f} %")
                 Image.fromarray(image).save(os.path.join(config.output_dir, "retrieval.png"))
 
@@ -614,6 +614,10 @@ def _per_seed(results, variant, name):
     return None if any(v is None for v in values) else np.asarray(values, dtype=np.float64)
 
 
+def _split_name(results):
+    return {"val": "validation"}.get(results.get("settings", {}).get("eval_split"), "test")
+
+
 def verdict(results):
     """One line computed from the numbers: which variant beats random init, on what, by how much.
 
@@ -630,7 +634,7 @@ def verdict(results):
         std = variants["supervised"]["std"].get("test_top1") or 0.0
         parts.append(f"the supervised control reaches {control:.1f}"
                      + (f" ± {std:.1f}" if len(results["seeds"]) > 1 else "")
-                     + f" % on the test videos" + (f" (chance {chance:.1f} %)" if chance else ""))
+                     + f" % on the {_split_name(results)} videos" + (f" (chance {chance:.1f} %)" if chance else ""))
     if "random" not in variants:
         return "verdict: " + ("; ".join(parts) or "no random init to compare with") + "."
     titles = {name: title for name, title, _ in TABLE_COLUMNS}
