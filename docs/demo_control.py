@@ -8,8 +8,9 @@ it at the video level on the validation split (`finetune.evaluate`, 4 clips per
 video, centre crop), one JSON line per variant. Each variant is a change of
 the baseline below (the demo's supervised run as it stood: SGD at base rate
 0.4, the fine-tuning crop of 30-100 % of the area, 1,000 steps of 16). The
-sets are built once per (frames, size) with tools.build_tfrecords and cached;
-a finished variant is read back, not run again.
+sets are ingested once per set setting (frames, size and the set's constants,
+patched in this process only) with `ingest.ingest`, as tools.build_tfrecords
+does, and cached; a finished variant is read back, not run again.
 """
 
 import argparse
