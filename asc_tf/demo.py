@@ -412,6 +412,11 @@ def _summary(values):
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
+def _picture_variant(variants):
+    """The variant whose retrieval.png the demo draws: asc, else the first of acp_only, supervised, random, else the first."""
+    return next((v for v in ("asc", "acp_only", "supervised", "random") if v in variants), variants[0])
+
+
 def run(config, train_data, test_data, num_classes, stream=None, evaluate=None):
     """Trains and measures every (seed, variant); writes results.json, retrieval.png and the encoder.
 
@@ -439,7 +444,7 @@ def run(config, train_data, test_data, num_classes, stream=None, evaluate=None):
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()
                 if k not in ignored}
     tools = dict(getattr(evaluate, "settings", {})) if evaluate is not None else {}
-    picture_variant = next((v for v in ("asc", "acp_only", "supervised", "random") if v in config.variants))
+    picture_variant = _picture_variant(config.variants)
     per_seed = {variant: {} for variant in config.variants}
     names = _video_names(train_data, test_data)
     encoder_path = os.path.join(config.run_dir(config.seeds[0], "asc"), "encoder") if "asc" in config.variants else None

@@ -154,6 +154,13 @@ def test_each_self_supervised_variant_pretrains_with_its_objective():
     )
 
 
+def test_the_picture_is_of_asc_else_of_the_first_known_variant_else_of_the_first():
+    assert demo._picture_variant(("random", "acp_only", "asc", "infonce")) == "asc"
+    assert demo._picture_variant(("random", "acp_only")) == "acp_only"
+    # A run of one variant the list does not name (tools.demo --variants=infonce) draws that one.
+    assert demo._picture_variant(("infonce",)) == "infonce"
+
+
 def test_the_views_augmentations_reach_the_pretraining():
     from asc_tf import pretraining
 
