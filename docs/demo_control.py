@@ -74,7 +74,7 @@ VARIANTS = {
     # Large objects on a nearly flat background.
     "easy_3k": Recipe(optimizer="adam", lr=1e-3, crop_scale=(0.7, 1.0), pattern_speed=4.0, train_videos=3072,
                       background_contrast=20.0, object_size=(24.0, 32.0)),
-    # Does the classifier find the motion once the static picture is gone? (the set and recipe of adam_3k)
+    # Does the classifier find the motion once the static picture is gone? (adam_crop_mild, adam_3k otherwise)
     "adam_demean": Recipe(optimizer="adam", lr=1e-3, crop_scale=(0.7, 1.0), demean=True),
     "adam_3k_demean": Recipe(optimizer="adam", lr=1e-3, crop_scale=(0.7, 1.0), train_videos=3072, demean=True),
 }
