@@ -29,10 +29,11 @@ Two motion families (`motion=`):
                      horizontal or vertical axis, turning every 6-10 frames);
                      every object moves at the one natural speed
                      PATTERN_SPEED, so the apparent speed of a clip tells its
-                     playback stride, as in real video. DESIGN.md recommends
-                     it for the demo. (Small self-supervised runs on sets like
-                     either family found no motion; DESIGN.md, "The synthetic
-                     demo".)
+                     playback stride, as in real video. The demo's family.
+                     (Small runs on it, supervised ones included, found no
+                     motion: the static picture hides it from a network at
+                     initialisation; docs/experiments.md, "The synthetic
+                     demo: experiment log" and "The positive control".)
 
 The same (seed, split, index) gives the same appearance in both families.
 
