@@ -101,11 +101,11 @@ def build(data_dir, split, count, recipe):
     return os.path.join(output, f"{split}-*.tfrecord")
 
 
-def _demeaned(clips, recipe):
-    """Clips [..., T, H, W, C] minus their mean over T when the recipe says so (recipe.demean)."""
+def _demeaned(clips):
+    """Clips [..., T, H, W, C] minus their mean over T (the static picture)."""
     import tensorflow as tf
 
-    return clips - tf.reduce_mean(clips, axis=-4, keepdims=True) if recipe.demean else clips
+    return clips - tf.reduce_mean(clips, axis=-4, keepdims=True)
 
 
 def train_and_score(recipe, train_data, val_data):
@@ -129,7 +129,9 @@ def train_and_score(recipe, train_data, val_data):
     dataset = pipeline.finetune_dataset(train_data, recipe.batch_size, num_frames=recipe.frames,
                                         crop_size=recipe.crop_size, stride=recipe.stride, augment=config,
                                         seed=recipe.seed, shuffle_buffer=recipe.train_videos)
-    dataset = dataset.map(lambda element: (_demeaned(element["clip"], recipe), element["label"]))
+    dataset = dataset.map(lambda element: (element["clip"], element["label"]))
+    if recipe.demean:
+        dataset = dataset.map(lambda clips, labels: (_demeaned(clips), labels))
     started = time.monotonic()
     logs = finetune.train(model, dataset, recipe.steps, stream=open(os.devnull, "w"))
     seconds = time.monotonic() - started
@@ -137,7 +139,7 @@ def train_and_score(recipe, train_data, val_data):
                                  resize_short=augment.protocol_resize_short(recipe.crop_size),
                                  crop_size=recipe.crop_size, batch_size=16)
     if recipe.demean:
-        test = test.map(lambda element: {**element, "clips": _demeaned(element["clips"], recipe)})
+        test = test.map(lambda element: {**element, "clips": _demeaned(element["clips"])})
     scores = finetune.evaluate(model, test, stream=open(os.devnull, "w"))
     return {"val_top1": 100.0 * scores["top1"], "train_accuracy": logs.get("accuracy"),
             "first_loss": logs.get("first_loss"), "last_loss": logs.get("loss"), "train_seconds": round(seconds, 1)}
