@@ -1,6 +1,7 @@
 """Does a small PyTorch 3D CNN find the synthetic set's motion? A check of the set outside TensorFlow.
 
-    python docs/demo_motion_torch.py [--classes=2] [--background_contrast=90] [--demean] [--steps=600]
+    python docs/demo_motion_torch.py [--classes=2] [--background_contrast=90] [--background_pan=0]
+        [--background_cycles=4] [--background_mean=GREY] [--demean] [--center] [--steps=600]
 
 Renders the demo's synthetic videos (`asc_tf.data.synthetic`, "pattern" motions,
 48 frames of 48 px, the set's constants unless a flag changes them), keeps the
@@ -10,7 +11,9 @@ Adam, one-cycle rate) on random 8-frame 32x32 crops, batch 16, one thread.
 Prints the training loss and the accuracy on the centre crops of the
 validation videos every 100 steps, one JSON line each. `--demean` subtracts
 each clip's mean over time (the static picture) before the network: a
-diagnosis of what stops the network, not a recipe. Needs `torch` (not in
+diagnosis of what stops the network, not a recipe; `--center` subtracts each
+clip's mean colour (over time and space), another. The `--background_*` flags
+set the set's constants of the same names. Needs `torch` (not in
 requirements.txt).
 """
 
@@ -36,7 +39,13 @@ def main():
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--pattern_speed", type=float, default=None)
     parser.add_argument("--background_contrast", type=float, default=None)
+    parser.add_argument("--background_pan", type=float, default=None,
+                        help="the background's displacement as a fraction of the object's")
+    parser.add_argument("--background_cycles", type=int, default=None)
+    parser.add_argument("--background_mean", type=float, default=None,
+                        help="the grey level of every video's mean background colour (default: drawn)")
     parser.add_argument("--demean", action="store_true")
+    parser.add_argument("--center", action="store_true", help="subtract each clip's mean colour (over time and space)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -51,6 +60,12 @@ def main():
         synthetic.PATTERN_SPEED = args.pattern_speed
     if args.background_contrast is not None:
         synthetic.BACKGROUND_CONTRAST = args.background_contrast
+    if args.background_pan is not None:
+        synthetic.BACKGROUND_PAN = args.background_pan
+    if args.background_mean is not None:
+        synthetic.BACKGROUND_MEAN = args.background_mean
+    if args.background_cycles is not None:
+        synthetic.BACKGROUND_CYCLES = args.background_cycles
 
     def load(count, split):
         videos = [synthetic.make_video(i, split, 0, 48, 48, motion="pattern") for i in range(count)]
@@ -73,6 +88,8 @@ def main():
         clips = torch.tensor(np.stack(clips), dtype=torch.float32).permute(0, 4, 1, 2, 3) / 127.5 - 1.0
         if args.demean:
             clips = clips - clips.mean(dim=2, keepdim=True)
+        if args.center:
+            clips = clips - clips.mean(dim=(2, 3, 4), keepdim=True)
         return clips, torch.tensor(y[index])
 
     def block(inputs, outputs, stride):

@@ -12,6 +12,13 @@ in every frame:
               positions;
   noise       Gaussian, NOISE_STD grey levels, independent per pixel and frame.
 
+Two switches, off by default (the set as it was): BACKGROUND_MEAN gives every
+video's background the same mean colour (its texture keeps the video's two
+colours' difference), and BACKGROUND_PAN moves the background with the object
+(0 still, 1 the whole scene moves with it). With the mean colour drawn per
+video, a small 3D CNN does not find the motion at all; with it fixed, it does
+(docs/experiments.md, "The positive control").
+
 The appearance (background, shape, size, colour, start position) is drawn from
 its own random stream, before and independently of the motion, and the label is
 `index % num_classes`: a single frame says nothing about the label; only motion
@@ -68,9 +75,16 @@ CIRCLE_RADIUS = (10.0, 16.0)
 OSCILLATION_AMPLITUDE = (6.0, 10.0)
 OBJECT_SIZE = (10.0, 20.0)
 SHAPES = ("disc", "square", "diamond", "triangle")
+# None: the background's colours are drawn anywhere in the RGB cube; a grey level: the
+# background is shifted so that its mean colour is that grey in every video.
+BACKGROUND_MEAN = None
 BACKGROUND_CONTRAST = 90.0  # grey levels, largest per-channel gap of the two background colours
 OBJECT_CONTRAST = 80.0  # grey levels, smallest RGB distance of the object to the background colours
 NOISE_STD = 4.0  # grey levels
+BACKGROUND_CYCLES = 4  # the background holds frequencies below this many cycles per frame
+# The background's displacement as a fraction of the object's: 0 a static background,
+# 1 the whole scene moves with the object (a camera following the labelled motion).
+BACKGROUND_PAN = 0.0
 SPLIT_IDS = {"train": 0, "test": 1, "val": 2}
 MOTIONS = ("direction_speed", "pattern")
 
@@ -121,35 +135,56 @@ def make_video(index: int, split: str, seed: int, num_frames: int, size: int,
     first = appearance.uniform(0.0, 255.0, 3)
     gap = appearance.uniform(-BACKGROUND_CONTRAST, BACKGROUND_CONTRAST, 3)
     second = np.clip(first + gap, 0.0, 255.0)
-    background = _background(appearance, size, first, second)
+    spectrum = _background_spectrum(appearance, size)
     colour = _object_colour(appearance, first, second)
     shape = SHAPES[appearance.integers(len(SHAPES))]
     extent = appearance.uniform(*OBJECT_SIZE) * scale
     angle = appearance.uniform(0.0, 2.0 * np.pi)
     start = appearance.uniform(0.0, size, 2)
 
-    centres = _trajectory(stream(_MOTION), motion, names[label], start, num_frames, scale) % size
-    alpha = _object_alpha(shape, extent, angle, centres, size)
+    path = _trajectory(stream(_MOTION), motion, names[label], start, num_frames, scale)
+    background = _background(spectrum, BACKGROUND_PAN * (path - start), first, second)
+    alpha = _object_alpha(shape, extent, angle, path % size, size)
 
-    frames = background[None] + alpha[..., None] * (colour - background)[None]
+    frames = background + alpha[..., None] * (colour - background)
     frames += NOISE_STD * stream(_NOISE).standard_normal(frames.shape, dtype=np.float32)
     frames = np.clip(np.rint(frames), 0, 255).astype(np.uint8)
     return SyntheticVideo(path=f"synthetic/{split}/{index:06d}", frames=frames, label=label,
                           label_text=names[label], fps=FPS)
 
 
-def _background(rng, size, first, second):
-    """A static smooth texture between colours `first` and `second` [3]: [size, size, 3] float32."""
+def _background_spectrum(rng, size):
+    """A smooth periodic random field, as its half spectrum [size, size // 2 + 1] complex."""
     spectrum = np.zeros((size, size // 2 + 1), np.complex64)
-    k = 4  # frequencies below k cycles per frame: smooth, and periodic like the wrapping object
+    k = BACKGROUND_CYCLES  # smooth, and periodic like the wrapping object
     ky = np.fft.fftfreq(size, 1.0 / size)[:, None]
     kx = np.arange(size // 2 + 1)[None, :]
     low = (np.abs(ky) < k) & (kx < k) & ((ky != 0) | (kx != 0))
     amplitude = 1.0 / np.hypot(ky, kx)[low]
     real = rng.standard_normal(low.sum())
     spectrum[low] = amplitude * (real + 1j * rng.standard_normal(low.sum()))
+    return spectrum
+
+
+def _background(spectrum, shifts, first, second):
+    """The field of `spectrum` shifted by `shifts` [T, 2] (x, y) pixels, between colours `first` and `second` [3].
+
+    Shifts are exact and sub-pixel (a phase ramp; the field is periodic).
+    Returns [T, size, size, 3] float32.
+    """
+    size = spectrum.shape[0]
     field = np.fft.irfft2(spectrum, s=(size, size))
-    field = (field - field.min()) / max(field.max() - field.min(), 1e-6)
+    low, high = field.min(), max(field.max(), field.min() + 1e-6)
+    if np.any(shifts):
+        ky = np.fft.fftfreq(size, 1.0 / size)[None, :, None]
+        kx = np.arange(size // 2 + 1)[None, None, :]
+        ramp = np.exp(-2j * np.pi * (kx * shifts[:, 0, None, None] + ky * shifts[:, 1, None, None]) / size)
+        field = np.fft.irfft2(spectrum[None] * ramp, s=(size, size))
+    else:
+        field = np.broadcast_to(field, (len(shifts), size, size))
+    field = np.clip((field - low) / (high - low), 0.0, 1.0)
+    if BACKGROUND_MEAN is not None:  # the same mean colour in every video: no colour offset to learn
+        return (BACKGROUND_MEAN + (field - field[0].mean())[..., None] * (second - first)).astype(np.float32)
     return (first + field[..., None] * (second - first)).astype(np.float32)
 
 

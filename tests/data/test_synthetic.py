@@ -169,3 +169,31 @@ def test_pattern_playback_stride_is_linearly_readable(strides, at_least):
     predict = probes.ridge_classifier(*features["train"], len(strides))
     accuracy = np.mean(predict(features["test"][0]) == features["test"][1])
     assert accuracy >= at_least, accuracy
+
+
+def test_background_pan_moves_the_whole_background_with_the_object(monkeypatch):
+    """BACKGROUND_PAN = 1: frame t's background is frame 0's shifted by the object's path (exact on a torus)."""
+    monkeypatch.setattr(synthetic, "NOISE_STD", 0.0)
+    monkeypatch.setattr(synthetic, "BACKGROUND_PAN", 1.0)
+    video = synthetic.make_video(0, "train", 0, 5, 32, "pattern")  # label 0: right, 2 px/frame of 64 = 1 px here
+    assert video.label_text == "right"
+    frames = video.frames.astype(np.float32)
+    for t in range(1, 5):
+        # a shift of t pixels to the right: every pixel equals frame 0's pixel t columns to the left
+        error = np.abs(frames[t] - np.roll(frames[0], t, axis=1))
+        assert np.median(error) <= 1.0, t
+    monkeypatch.setattr(synthetic, "BACKGROUND_PAN", 0.0)
+    still = synthetic.make_video(0, "train", 0, 5, 32, "pattern").frames.astype(np.float32)
+    assert np.median(np.abs(still[4] - np.roll(still[0], 4, axis=1))) > 1.0  # the static background does not move
+
+
+def test_background_mean_gives_every_video_the_same_mean_colour(monkeypatch):
+    monkeypatch.setattr(synthetic, "NOISE_STD", 0.0)
+    means = lambda: np.array([synthetic.make_video(i, "train", 0, 2, 64, "pattern").frames[0].mean((0, 1))
+                              for i in range(12)])
+    drawn = means()
+    monkeypatch.setattr(synthetic, "BACKGROUND_MEAN", 128.0)
+    fixed = means()
+    assert drawn.std(0).min() > 20.0  # drawn colours: the mean colour varies from video to video
+    # fixed: only the object (10-20 px of 64, at least 80 grey levels away) moves the frame's mean
+    assert np.abs(fixed - 128.0).max() < 20.0 and fixed.std(0).max() < 8.0
