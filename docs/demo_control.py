@@ -48,11 +48,14 @@ class Recipe:
     background_contrast: float = 90.0
     object_contrast: float = 80.0
     object_size: tuple = (10.0, 20.0)
+    background_mean: object = None  # None: drawn per video; a grey level: every video's mean background colour
+    background_pan: float = 0.0
     # a diagnosis, not a recipe: every clip minus its mean over time (the static picture removed) before the encoder
     demean: bool = False
 
 
-SET_CONSTANTS = ("pattern_speed", "background_contrast", "object_contrast", "object_size")
+SET_CONSTANTS = ("pattern_speed", "background_contrast", "object_contrast", "object_size", "background_mean",
+                 "background_pan")
 SET_FIELDS = ("video_frames", "video_size") + SET_CONSTANTS
 
 
@@ -77,6 +80,14 @@ VARIANTS = {
     # Does the classifier find the motion once the static picture is gone? (adam_crop_mild, adam_3k otherwise)
     "adam_demean": Recipe(optimizer="adam", lr=1e-3, crop_scale=(0.7, 1.0), demean=True),
     "adam_3k_demean": Recipe(optimizer="adam", lr=1e-3, crop_scale=(0.7, 1.0), train_videos=3072, demean=True),
+    # Every video's background has the same mean colour: no per-video colour offset at the input.
+    "adam_grey": Recipe(optimizer="adam", lr=1e-3, crop_scale=(0.7, 1.0), background_mean=128.0),
+    "sgd_grey": Recipe(background_mean=128.0),
+    "sgd_grey_crop_mild": Recipe(crop_scale=(0.7, 1.0), background_mean=128.0),
+    "adam_grey_3k": Recipe(optimizer="adam", lr=1e-3, crop_scale=(0.7, 1.0), background_mean=128.0,
+                           train_videos=3072),
+    "adam_grey_3k_3000": Recipe(optimizer="adam", lr=1e-3, crop_scale=(0.7, 1.0), background_mean=128.0,
+                                train_videos=3072, steps=3000),
 }
 
 
