@@ -136,6 +136,9 @@ def make_video(index: int, split: str, seed: int, num_frames: int, size: int,
     gap = appearance.uniform(-BACKGROUND_CONTRAST, BACKGROUND_CONTRAST, 3)
     second = np.clip(first + gap, 0.0, 255.0)
     spectrum = _background_spectrum(appearance, size)
+    if BACKGROUND_MEAN is not None:  # the same mean colour in every video: no colour offset to learn
+        offset = BACKGROUND_MEAN - (first + _unit_field(spectrum).mean() * (second - first))
+        first, second = first + offset, second + offset  # within BACKGROUND_MEAN +- BACKGROUND_CONTRAST
     colour = _object_colour(appearance, first, second)
     shape = SHAPES[appearance.integers(len(SHAPES))]
     extent = appearance.uniform(*OBJECT_SIZE) * scale
@@ -166,11 +169,18 @@ def _background_spectrum(rng, size):
     return spectrum
 
 
+def _unit_field(spectrum):
+    """The field of `spectrum` scaled to [0, 1]: [size, size] float."""
+    size = spectrum.shape[0]
+    field = np.fft.irfft2(spectrum, s=(size, size))
+    return (field - field.min()) / max(field.max() - field.min(), 1e-6)
+
+
 def _background(spectrum, shifts, first, second):
     """The field of `spectrum` shifted by `shifts` [T, 2] (x, y) pixels, between colours `first` and `second` [3].
 
-    Shifts are exact and sub-pixel (a phase ramp; the field is periodic).
-    Returns [T, size, size, 3] float32.
+    Shifts are exact and sub-pixel (a phase ramp; the field is periodic), and
+    scaled as the unshifted field is. Returns [T, size, size, 3] float32.
     """
     size = spectrum.shape[0]
     field = np.fft.irfft2(spectrum, s=(size, size))
@@ -183,8 +193,6 @@ def _background(spectrum, shifts, first, second):
     else:
         field = np.broadcast_to(field, (len(shifts), size, size))
     field = np.clip((field - low) / (high - low), 0.0, 1.0)
-    if BACKGROUND_MEAN is not None:  # the same mean colour in every video: no colour offset to learn
-        return (BACKGROUND_MEAN + (field - field[0].mean())[..., None] * (second - first)).astype(np.float32)
     return (first + field[..., None] * (second - first)).astype(np.float32)
 
 

@@ -197,3 +197,9 @@ def test_background_mean_gives_every_video_the_same_mean_colour(monkeypatch):
     assert drawn.std(0).min() > 20.0  # drawn colours: the mean colour varies from video to video
     # fixed: only the object (10-20 px of 64, at least 80 grey levels away) moves the frame's mean
     assert np.abs(fixed - 128.0).max() < 20.0 and fixed.std(0).max() < 8.0
+    # and the object keeps its contrast against the shifted background: where it was and has moved
+    # away from, a pixel changes by at least OBJECT_CONTRAST (RGB distance)
+    for i in range(12):
+        frames = synthetic.make_video(i, "train", 0, 12, 64, "pattern").frames.astype(np.float32)
+        change = np.linalg.norm(frames[0] - frames[11], axis=-1).max()
+        assert change >= 0.95 * synthetic.OBJECT_CONTRAST, (i, change)
