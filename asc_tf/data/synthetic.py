@@ -17,7 +17,7 @@ video's background the same mean colour (its texture keeps the video's two
 colours' difference), and BACKGROUND_PAN moves the background with the object
 (0 still, 1 the whole scene moves with it). With the mean colour drawn per
 video, a small 3D CNN does not find the motion at all; with it fixed, it does
-(docs/experiments.md, "The positive control").
+(docs/experiments.md, "The cause: each video's mean colour").
 
 The appearance (background, shape, size, colour, start position) is drawn from
 its own random stream, before and independently of the motion, and the label is
@@ -38,9 +38,11 @@ Two motion families (`motion=`):
                      PATTERN_SPEED, so the apparent speed of a clip tells its
                      playback stride, as in real video. The demo's family.
                      (Small runs on it, supervised ones included, found no
-                     motion: the static picture hides it from a network at
-                     initialisation; docs/experiments.md, "The synthetic
-                     demo: experiment log" and "The positive control".)
+                     motion: each video's mean colour, drawn anywhere,
+                     hides it from a network at initialisation, unless
+                     BACKGROUND_MEAN fixes it; docs/experiments.md, "The
+                     synthetic demo: experiment log" and "The positive
+                     control".)
 
 The same (seed, split, index) gives the same appearance in both families.
 
