@@ -148,7 +148,8 @@ def make_video(index: int, split: str, seed: int, num_frames: int, size: int,
     start = appearance.uniform(0.0, size, 2)
 
     path = _trajectory(stream(_MOTION), motion, names[label], start, num_frames, scale)
-    background = _background(spectrum, BACKGROUND_PAN * (path - start), first, second)
+    field = _unit_field(spectrum, BACKGROUND_PAN * (path - start))
+    background = (first + field[..., None] * (second - first)).astype(np.float32)
     alpha = _object_alpha(shape, extent, angle, path % size, size)
 
     frames = background + alpha[..., None] * (colour - background)
@@ -171,22 +172,18 @@ def _background_spectrum(rng, size):
     return spectrum
 
 
-def _unit_field(spectrum):
-    """The field of `spectrum` scaled to [0, 1]: [size, size] float."""
-    size = spectrum.shape[0]
-    field = np.fft.irfft2(spectrum, s=(size, size))
-    return (field - field.min()) / max(field.max() - field.min(), 1e-6)
+def _unit_field(spectrum, shifts=None):
+    """The field of `spectrum`, scaled to [0, 1] by its range: [size, size] float.
 
-
-def _background(spectrum, shifts, first, second):
-    """The field of `spectrum` shifted by `shifts` [T, 2] (x, y) pixels, between colours `first` and `second` [3].
-
-    Shifts are exact and sub-pixel (a phase ramp; the field is periodic), and
-    scaled as the unshifted field is. Returns [T, size, size, 3] float32.
+    With `shifts` [T, 2] (x, y) pixels: the field shifted by each, exactly and
+    sub-pixel (a phase ramp; the field is periodic), scaled as the unshifted
+    field is: [T, size, size].
     """
     size = spectrum.shape[0]
     field = np.fft.irfft2(spectrum, s=(size, size))
-    low, high = field.min(), max(field.max(), field.min() + 1e-6)
+    low, span = field.min(), max(field.max() - field.min(), 1e-6)
+    if shifts is None:
+        return (field - low) / span
     if np.any(shifts):
         ky = np.fft.fftfreq(size, 1.0 / size)[None, :, None]
         kx = np.arange(size // 2 + 1)[None, None, :]
@@ -194,8 +191,7 @@ def _background(spectrum, shifts, first, second):
         field = np.fft.irfft2(spectrum[None] * ramp, s=(size, size))
     else:
         field = np.broadcast_to(field, (len(shifts), size, size))
-    field = np.clip((field - low) / (high - low), 0.0, 1.0)
-    return (first + field[..., None] * (second - first)).astype(np.float32)
+    return np.clip((field - low) / span, 0.0, 1.0)
 
 
 def _object_colour(rng, first, second):
