@@ -85,7 +85,7 @@ VIDEO_DEFAULTS = {"frames": 8, "crop_size": 64, "steps": 500, "color_jitter": Fa
 TOOL_MEASURES = ("retrieval_top10", "retrieval_top20", "retrieval_top50", "finetune_top1", "finetune_top5",
                  "finetune_seconds")
 # DemoConfig fields that shape the synthetic set and mean nothing on a video folder.
-SYNTHETIC_FIELDS = ("motion", "video_frames", "video_size", "data_seed")
+SYNTHETIC_FIELDS = ("motion", "video_frames", "video_size", "data_seed", "background_mean")
 # The empty file that marks a run folder as the demo's own (and so removable when its settings change).
 RUN_MARK = ".demo_run"
 
@@ -106,6 +106,8 @@ class DemoConfig:
     video_frames: int = 48
     video_size: int = 48
     data_seed: int = 0
+    # every video's mean background colour (synthetic.make_video): drawn per video, the colour hides the motion
+    background_mean: float = 128.0
     # the encoder and its clips
     backbone: str = "r3d_18"
     width: float = 0.25
@@ -130,8 +132,10 @@ class DemoConfig:
     grayscale: bool = True
     solarize: bool = True
     weight_decay: float = 1e-6  # as tools.pretrain: coupled for LARS, decoupled (AdamW) for Adam; make_optimizer
-    # the supervised variant (finetune.compile_classifier: SGD, cosine)
-    supervised_lr: float = 0.4
+    # the supervised variant (finetune.compile_classifier, cosine): Adam at 1e-3 for batch 16, crops of 70-100 %
+    supervised_optimizer: str = "adam"
+    supervised_lr: float = 0.008  # × batch / 128, as base_lr
+    supervised_crop_scale: tuple = (0.7, 1.0)
     # the runs
     seeds: tuple = (0,)
     variants: tuple = DEFAULT_VARIANTS
@@ -146,6 +150,11 @@ class DemoConfig:
             raise ValueError(f"unknown variants {unknown}; valid: {', '.join(VARIANTS)}")
         if len(self.speeds) != 2 or min(self.speeds) < 1 or self.speeds[0] == self.speeds[1]:
             raise ValueError(f"speeds must be two different positive strides, got {self.speeds}")
+        if self.supervised_optimizer not in ("sgd", "adam"):
+            raise ValueError(f"supervised_optimizer must be sgd or adam, got {self.supervised_optimizer!r}")
+        low, high = self.supervised_crop_scale
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(f"supervised_crop_scale must be 0 < min <= max <= 1, got {self.supervised_crop_scale}")
 
     @property
     def warmup_steps(self):
@@ -248,10 +257,11 @@ def train_supervised(config, seed, train_data, test_data, num_classes, stream, e
         config.backbone, config.width, num_classes, dropout=0.0,
         clip_shape=(config.frames, config.crop_size, config.crop_size, 3),
     )
-    finetune.compile_classifier(model, config.supervised_lr, config.batch_size, config.steps, config.warmup_steps)
+    finetune.compile_classifier(model, config.supervised_lr, config.batch_size, config.steps, config.warmup_steps,
+                                optimizer=config.supervised_optimizer)
     dataset = finetune.train_dataset(
         train_data, config.batch_size, config.frames, config.crop_size, stride=min(config.speeds), flip=config.flip,
-        seed=seed, shuffle_buffer=config.train_videos,
+        seed=seed, shuffle_buffer=config.train_videos, crop_scale=config.supervised_crop_scale,
     )
     writer = tf.summary.create_file_writer(os.path.join(run_dir, "train"))
     # The pretraining's tags (loss, lr), so that every variant's curves overlay in TensorBoard.

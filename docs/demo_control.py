@@ -54,9 +54,10 @@ class Recipe:
     demean: bool = False
 
 
-SET_CONSTANTS = ("pattern_speed", "background_contrast", "object_contrast", "object_size", "background_mean",
-                 "background_pan")
-SET_FIELDS = ("video_frames", "video_size") + SET_CONSTANTS
+SET_CONSTANTS = ("pattern_speed", "background_contrast", "object_contrast", "object_size", "background_pan")
+# The cache folder's name: these, in this order (background_mean is an argument of the set, not a constant).
+SET_FIELDS = ("video_frames", "video_size", "pattern_speed", "background_contrast", "object_contrast", "object_size",
+              "background_mean", "background_pan")
 
 
 VARIANTS = {
@@ -108,7 +109,8 @@ def build(data_dir, split, count, recipe):
         try:
             for name in SET_CONSTANTS:
                 setattr(synthetic, name.upper(), getattr(recipe, name))
-            listing = ingest.list_synthetic(count, split, 0, recipe.video_frames, recipe.video_size, "pattern")
+            listing = ingest.list_synthetic(count, split, 0, recipe.video_frames, recipe.video_size, "pattern",
+                                            recipe.background_mean)
             ingest.ingest(listing, output, name=split, options=ingest.EncodeOptions(short_side=0),
                           progress_stream=open(os.devnull, "w"))
         finally:
@@ -133,14 +135,10 @@ def train_and_score(recipe, train_data, val_data):
     keras.utils.set_random_seed(recipe.seed)
     clip_shape = (recipe.frames, recipe.crop_size, recipe.crop_size, 3)
     model = finetune.build_classifier("r3d_18", recipe.width, 6, dropout=0.0, clip_shape=clip_shape)
-    warmup = recipe.steps // 10
-    if recipe.optimizer == "sgd":
-        finetune.compile_classifier(model, recipe.lr, recipe.batch_size, recipe.steps, warmup)
-    else:
-        schedule = finetune.learning_rate_schedule(recipe.lr, warmup, recipe.steps)
-        model.compile(optimizer=keras.optimizers.Adam(schedule),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")], jit_compile=False)
+    # compile_classifier scales a rate given at batch 128; an Adam recipe gives the rate itself.
+    base_lr = recipe.lr if recipe.optimizer == "sgd" else recipe.lr * 128 / recipe.batch_size
+    finetune.compile_classifier(model, base_lr, recipe.batch_size, recipe.steps, recipe.steps // 10,
+                                optimizer=recipe.optimizer)
     config = dataclasses.replace(augment.FINETUNE, flip_prob=0.0, crop_scale=tuple(recipe.crop_scale))
     dataset = pipeline.finetune_dataset(train_data, recipe.batch_size, num_frames=recipe.frames,
                                         crop_size=recipe.crop_size, stride=recipe.stride, augment=config,

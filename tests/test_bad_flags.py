@@ -42,6 +42,8 @@ ROWS = [
     ("build_tfrecords", ["--layout=folder", "--root={tmp}", "--workers=-1"], "workers"),
     ("build_tfrecords", ["--layout=synthetic", "--num_videos=0"], "num_videos"),
     ("build_tfrecords", ["--layout=synthetic", "--num_videos=4", "--synthetic_frames=0"], "synthetic_frames"),
+    ("build_tfrecords", ["--layout=synthetic", "--num_videos=4", "--synthetic_background_mean=-1"],
+     "synthetic_background_mean"),
     ("build_tfrecords", ["--layout=synthetic", "--num_videos=4", "--output_dir={file}"], "output_dir"),
     ("build_tfrecords", ["--layout=folder", "--root={absent}"], "root"),
     ("build_tfrecords", ["--layout=ucf101", "--root={tmp}", "--split_file={file}",
@@ -94,6 +96,9 @@ ROWS = [
     ("demo", ["--batch_size=-1"], "batch_size"),
     ("demo", ["--backbone=r3d_50"], "backbone"),
     ("demo", ["--steps=ten"], "steps"),
+    ("demo", ["--background_mean=300"], "background_mean"),
+    ("demo", ["--supervised_crop_scale=0,1"], "supervised_crop_scale"),
+    ("demo", ["--supervised_optimizer=lars"], "supervised_optimizer"),
     ("demo", ["--output_dir={file}"], "output_dir"),
     ("demo", ["--data_dir={file}"], "data_dir"),
     # an output location that cannot be created (/proc takes no new folders), after every other flag passed

@@ -39,6 +39,8 @@ absl_flags.DEFINE_integer("seed", 0, "synthetic: seed of the set.")
 absl_flags.DEFINE_integer("synthetic_frames", 64, "synthetic: frames per video.")
 absl_flags.DEFINE_integer("synthetic_size", 64, "synthetic: frame height and width.")
 absl_flags.DEFINE_string("synthetic_motion", "direction_speed", "synthetic: motion family.")
+absl_flags.DEFINE_float("synthetic_background_mean", None, "synthetic: every video's mean background colour, a "
+                        "grey level in [0, 255]; unset: drawn per video (the demo uses 128).")
 absl_flags.DEFINE_string("output_dir", None, "Where shards, rejects.tsv and manifest.json go.")
 absl_flags.DEFINE_string("name", None, "Shard prefix. Default: the split file's stem (ucf101), "
                          "subset + split (hmdb51), the root's folder name (kinetics, folder), "
@@ -111,6 +113,9 @@ def _validate():
             flags.fail("synthetic_frames", f"must be >= 1, got {FLAGS.synthetic_frames}")
         if FLAGS.synthetic_size < 8:
             flags.fail("synthetic_size", f"must be >= 8, got {FLAGS.synthetic_size}")
+        mean = FLAGS.synthetic_background_mean
+        if mean is not None and not 0.0 <= mean <= 255.0:
+            flags.fail("synthetic_background_mean", f"must be a grey level in [0, 255], got {mean}")
         try:
             synthetic.class_names(FLAGS.synthetic_motion)
         except ValueError as error:
@@ -139,7 +144,8 @@ def _listing(ingest, split):
         if layout == "folder":
             return ingest.list_folder(FLAGS.root)
         return ingest.list_synthetic(FLAGS.num_videos, split, FLAGS.seed, FLAGS.synthetic_frames,
-                                     FLAGS.synthetic_size, FLAGS.synthetic_motion)
+                                     FLAGS.synthetic_size, FLAGS.synthetic_motion,
+                                     FLAGS.synthetic_background_mean)
     except (ValueError, KeyError) as error:
         flags.fail({"ucf101": "split_file", "hmdb51": "split_dir"}.get(layout, "csv"), str(error))
 

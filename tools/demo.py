@@ -63,7 +63,11 @@ absl_flags.DEFINE_list("speeds", [str(s) for s in DEFAULTS.speeds], "The two pla
 absl_flags.DEFINE_float("base_lr", DEFAULTS.base_lr, "Pretraining learning rate at batch 128, scaled linearly "
                         "(0.008: Adam at 1e-3 for batch 16).")
 absl_flags.DEFINE_float("supervised_lr", DEFAULTS.supervised_lr,
-                        "Supervised learning rate at batch 128 (SGD), scaled linearly.")
+                        "Supervised learning rate at batch 128, scaled linearly (0.008: Adam at 1e-3 for batch 16).")
+absl_flags.DEFINE_enum("supervised_optimizer", DEFAULTS.supervised_optimizer, ["sgd", "adam"],
+                       "Supervised optimiser (SGD with momentum 0.9, or Adam).")
+absl_flags.DEFINE_list("supervised_crop_scale", [str(s) for s in DEFAULTS.supervised_crop_scale],
+                       "Supervised training crops: min,max fraction of the frame's area.")
 absl_flags.DEFINE_enum("optimizer", DEFAULTS.optimizer, OPTIMIZERS,
                        "Pretraining optimiser (the paper's LARS barely moves the weights at batch 16; README).")
 absl_flags.DEFINE_enum("projection", DEFAULTS.projection, ["linear", "mlp"],
@@ -88,6 +92,9 @@ absl_flags.DEFINE_integer("video_frames", DEFAULTS.video_frames, "Frames per syn
 absl_flags.DEFINE_integer("video_size", DEFAULTS.video_size, "Synthetic frame height and width.")
 absl_flags.DEFINE_integer("data_seed", DEFAULTS.data_seed,
                           "Seed of the synthetic set (the same for every training seed).")
+absl_flags.DEFINE_float("background_mean", DEFAULTS.background_mean,
+                        "Every synthetic video's mean background colour, a grey level in [0, 255] (a colour drawn "
+                        "per video hides the motion from a small network; docs/experiments.md).")
 absl_flags.DEFINE_integer("eval_clips", DEFAULTS.eval_clips,
                           "Clips per video for retrieval and the linear probe (the paper's 10, scaled down).")
 absl_flags.DEFINE_integer("probe_clips", DEFAULTS.probe_clips, "Clips per video and speed for the speed probe.")
@@ -111,7 +118,8 @@ absl_flags.DEFINE_string("finetune_flagfile", os.path.join(REPO_ROOT, "flags", "
 absl_flags.DEFINE_integer("workers", max(1, os.cpu_count() or 1), "--videos: decoder processes of the ingest.")
 FLAGS = flags.FLAGS
 # Flags that shape the synthetic set, and so mean nothing with --videos.
-SYNTHETIC_ONLY = ("motion", "train_videos", "test_videos", "video_frames", "video_size", "data_seed")
+SYNTHETIC_ONLY = ("motion", "train_videos", "test_videos", "video_frames", "video_size", "data_seed",
+                  "background_mean")
 VIDEO_ONLY = ("videos_csv", "split_file", "val_groups", "retrieve_flagfile", "finetune_flagfile", "workers")
 
 
@@ -143,8 +151,15 @@ def _validate():
     for name in ("base_lr", "supervised_lr"):
         if getattr(FLAGS, name) <= 0:
             flags.fail(name, f"must be positive, got {getattr(FLAGS, name)}")
+    try:
+        crop_scale = tuple(float(s) for s in FLAGS.supervised_crop_scale)
+    except ValueError:
+        flags.fail("supervised_crop_scale", f"must be two numbers, got {','.join(FLAGS.supervised_crop_scale)}")
+    if len(crop_scale) != 2 or not 0.0 < crop_scale[0] <= crop_scale[1] <= 1.0:
+        flags.fail("supervised_crop_scale", f"must be min,max with 0 < min <= max <= 1, got "
+                                            f"{','.join(FLAGS.supervised_crop_scale)}")
     if FLAGS.videos:
-        return speeds, _validate_videos()
+        return speeds, crop_scale, _validate_videos()
 
     for name in VIDEO_ONLY:
         if FLAGS[name].present:
@@ -152,6 +167,8 @@ def _validate():
     flags.require_positive("train_videos", "test_videos", "video_frames", "video_size")
     if FLAGS.motion not in synthetic.MOTIONS:
         flags.fail("motion", f"must be one of {', '.join(synthetic.MOTIONS)}, got {FLAGS.motion!r}")
+    if not 0.0 <= FLAGS.background_mean <= 255.0:
+        flags.fail("background_mean", f"must be a grey level in [0, 255], got {FLAGS.background_mean}")
     if FLAGS.crop_size > FLAGS.video_size:
         flags.fail("crop_size", f"{FLAGS.crop_size} exceeds --video_size={FLAGS.video_size}")
     longest = (FLAGS.frames - 1) * max(speeds) + 1
@@ -163,7 +180,7 @@ def _validate():
             flags.fail(name, f"needs at least one video per class ({len(synthetic.class_names(FLAGS.motion))})")
     if FLAGS.train_videos < FLAGS.batch_size:
         flags.fail("batch_size", f"{FLAGS.batch_size} exceeds --train_videos={FLAGS.train_videos}")
-    return speeds, None
+    return speeds, crop_scale, None
 
 
 def _ucf_lists(root):
@@ -209,7 +226,7 @@ def _build_split(data_dir, split, count, stream):
     """Builds one split with tools.build_tfrecords unless the cache holds it with these settings."""
     output = os.path.join(data_dir, split)
     settings = {"motion": FLAGS.motion, "num_videos": count, "seed": FLAGS.data_seed,
-                "frames": FLAGS.video_frames, "size": FLAGS.video_size}
+                "frames": FLAGS.video_frames, "size": FLAGS.video_size, "background_mean": FLAGS.background_mean}
     stamp = os.path.join(output, "demo_data.json")
     if os.path.isfile(stamp):
         with open(stamp) as fh:
@@ -224,7 +241,7 @@ def _build_split(data_dir, split, count, stream):
         sys.executable, "-m", "tools.build_tfrecords", "--layout=synthetic", f"--split={split}",
         f"--num_videos={count}", f"--seed={FLAGS.data_seed}", f"--synthetic_motion={FLAGS.motion}",
         f"--synthetic_frames={FLAGS.video_frames}", f"--synthetic_size={FLAGS.video_size}",
-        f"--output_dir={output}", "--short_side=0",
+        f"--synthetic_background_mean={FLAGS.background_mean}", f"--output_dir={output}", "--short_side=0",
     ]
     print("building the synthetic " + split + " set: " + " ".join(command[1:]), file=stream)
     subprocess.run(command, cwd=REPO_ROOT, check=True, stdout=stream)  # the demo's stdout is its table
@@ -372,7 +389,7 @@ def tool_measures(config, train_data, test_data, stream):
 
 def main(argv):
     del argv
-    speeds, layout = _validate()
+    speeds, crop_scale, layout = _validate()
     flags.require_writable("output_dir")
     if FLAGS.data_dir:
         flags.require_writable("data_dir")
@@ -399,13 +416,14 @@ def main(argv):
         class_names = synthetic.class_names(FLAGS.motion)
         data = dict(motion=FLAGS.motion, train_videos=FLAGS.train_videos, test_videos=FLAGS.test_videos,
                     eval_split=FLAGS.eval_split, video_frames=FLAGS.video_frames, video_size=FLAGS.video_size,
-                    data_seed=FLAGS.data_seed)
+                    data_seed=FLAGS.data_seed, background_mean=FLAGS.background_mean)
     config = demo.DemoConfig(
         output_dir=output_dir, **data, backbone=FLAGS.backbone, width=FLAGS.width, frames=FLAGS.frames,
         crop_size=FLAGS.crop_size, speeds=tuple(speeds), steps=FLAGS.steps, batch_size=FLAGS.batch_size,
         optimizer=FLAGS.optimizer, base_lr=FLAGS.base_lr, projection=FLAGS.projection, symmetric=FLAGS.symmetric,
         tau=FLAGS.tau, color_jitter=FLAGS.color_jitter, blur=FLAGS.blur, grayscale=FLAGS.grayscale,
         solarize=FLAGS.solarize, weight_decay=FLAGS.weight_decay, supervised_lr=FLAGS.supervised_lr,
+        supervised_optimizer=FLAGS.supervised_optimizer, supervised_crop_scale=crop_scale,
         seeds=tuple(range(FLAGS.seeds)), variants=tuple(FLAGS.variants), eval_clips=FLAGS.eval_clips,
         probe_clips=FLAGS.probe_clips, same_video_draws=FLAGS.same_video_draws,
     )

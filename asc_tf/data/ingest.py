@@ -367,10 +367,10 @@ def subset(listing, paths):
 
 
 def list_synthetic(num_videos, split="train", seed=0, num_frames=64, size=64,
-                   motion="direction_speed"):
+                   motion="direction_speed", background_mean=None):
     """The seeded synthetic set of asc_tf.data.synthetic; paths and labels come from the set itself."""
     kwargs = dict(num_videos=num_videos, split=split, seed=seed, num_frames=num_frames, size=size,
-                  motion=motion)
+                  motion=motion, background_mean=background_mean)
     # Paths and labels do not depend on the frames: list them from 1-frame, 8-pixel renders.
     entries = [VideoEntry(v.path, v.label, v.label_text)
                for v in synthetic.videos(num_videos, split=split, seed=seed, num_frames=1, size=8,

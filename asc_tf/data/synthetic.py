@@ -12,12 +12,14 @@ in every frame:
               positions;
   noise       Gaussian, NOISE_STD grey levels, independent per pixel and frame.
 
-Two switches, off by default (the set as it was): BACKGROUND_MEAN gives every
-video's background the same mean colour (its texture keeps the video's two
-colours' difference), and BACKGROUND_PAN moves the background with the object
-(0 still, 1 the whole scene moves with it). With the mean colour drawn per
-video, a small 3D CNN does not find the motion at all; with it fixed, it does
-(docs/experiments.md, "The cause: each video's mean colour").
+Two switches, off by default (the set as it was): `background_mean=` (or the
+module's BACKGROUND_MEAN) gives every video's background the same mean colour
+(its texture keeps the video's two colours' difference), and BACKGROUND_PAN
+moves the background with the object (0 still, 1 the whole scene moves with
+it). With the mean colour drawn per video, a small 3D CNN does not find the
+motion at all; with it fixed, it does (docs/experiments.md, "The cause: each
+video's mean colour"). The demo (tools.demo) renders the set at
+background_mean=128.
 
 The appearance (background, shape, size, colour, start position) is drawn from
 its own random stream, before and independently of the motion, and the label is
@@ -112,16 +114,19 @@ def class_names(motion: str = "direction_speed") -> list[str]:
 
 
 def videos(num_videos: int, split: str = "train", seed: int = 0, num_frames: int = 64,
-           size: int = 64, motion: str = "direction_speed") -> Iterator[SyntheticVideo]:
+           size: int = 64, motion: str = "direction_speed",
+           background_mean: float | None = None) -> Iterator[SyntheticVideo]:
     """Videos 0 .. num_videos - 1 of a split; labels cycle through the classes (balanced)."""
     for index in range(num_videos):
-        yield make_video(index, split, seed, num_frames, size, motion)
+        yield make_video(index, split, seed, num_frames, size, motion, background_mean)
 
 
 def make_video(index: int, split: str, seed: int, num_frames: int, size: int,
-               motion: str) -> SyntheticVideo:
-    """Video `index` of a split: a function of (seed, split, index, num_frames, size, motion) only.
+               motion: str, background_mean: float | None = None) -> SyntheticVideo:
+    """Video `index` of a split: a function of its arguments only.
 
+    `background_mean`: a grey level, every video's mean background colour;
+    None: the module's BACKGROUND_MEAN (None there: drawn per video).
     Returns a SyntheticVideo with frames [num_frames, size, size, 3] uint8.
     """
     if split not in SPLIT_IDS:
@@ -138,9 +143,10 @@ def make_video(index: int, split: str, seed: int, num_frames: int, size: int,
     gap = appearance.uniform(-BACKGROUND_CONTRAST, BACKGROUND_CONTRAST, 3)
     second = np.clip(first + gap, 0.0, 255.0)
     spectrum = _background_spectrum(appearance, size)
-    if BACKGROUND_MEAN is not None:  # the same mean colour in every video: no colour offset to learn
-        offset = BACKGROUND_MEAN - (first + _unit_field(spectrum).mean() * (second - first))
-        first, second = first + offset, second + offset  # within BACKGROUND_MEAN +- BACKGROUND_CONTRAST
+    mean = BACKGROUND_MEAN if background_mean is None else background_mean
+    if mean is not None:  # the same mean colour in every video: no colour offset to learn
+        offset = mean - (first + _unit_field(spectrum).mean() * (second - first))
+        first, second = first + offset, second + offset  # within mean +- BACKGROUND_CONTRAST
     colour = _object_colour(appearance, first, second)
     shape = SHAPES[appearance.integers(len(SHAPES))]
     extent = appearance.uniform(*OBJECT_SIZE) * scale

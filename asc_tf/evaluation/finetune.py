@@ -265,16 +265,26 @@ def learning_rate_schedule(peak, warmup_steps, total_steps, final_fraction=FINAL
     return keras.optimizers.schedules.CosineDecay(peak, decay_steps, alpha=final_fraction)
 
 
-def compile_classifier(model, base_lr, batch_size, train_steps, warmup_steps=0, momentum=0.9, weight_decay=0.0):
-    """SGD with momentum, the cosine schedule and decoupled weight decay; sparse cross-entropy on logits.
+COMPILE_OPTIMIZERS = ("sgd", "adam")
 
-    Only the model's trainable variables get optimiser slots (the head alone
-    for a frozen backbone).
+
+def compile_classifier(model, base_lr, batch_size, train_steps, warmup_steps=0, momentum=0.9, weight_decay=0.0,
+                       optimizer="sgd"):
+    """SGD with momentum (or Adam), the cosine schedule and decoupled weight decay; sparse cross-entropy on logits.
+
+    `base_lr` is the rate at batch 128, scaled linearly for either optimiser
+    (0.008: Adam at 1e-3 for batch 16). Only the model's trainable variables
+    get optimiser slots (the head alone for a frozen backbone).
     """
+    if optimizer not in COMPILE_OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {COMPILE_OPTIMIZERS}, got {optimizer!r}")
     schedule = learning_rate_schedule(
         optim.scaled_learning_rate(base_lr, batch_size), warmup_steps, train_steps
     )
-    optimizer = keras.optimizers.SGD(schedule, momentum=momentum, weight_decay=weight_decay or None)
+    if optimizer == "adam":
+        optimizer = keras.optimizers.Adam(schedule, weight_decay=weight_decay or None)
+    else:
+        optimizer = keras.optimizers.SGD(schedule, momentum=momentum, weight_decay=weight_decay or None)
     if weight_decay:
         optimizer.exclude_from_weight_decay(
             var_list=[v for v in model.trainable_variables if optim.is_bias_or_norm(v)]
@@ -290,13 +300,16 @@ def compile_classifier(model, base_lr, batch_size, train_steps, warmup_steps=0, 
 
 
 def train_dataset(file_pattern, batch_size, frames, crop_size, stride=1, flip=True, seed=0, shuffle_buffer=None,
-                  stats=None):
+                  stats=None, crop_scale=None):
     """(clip [B, T, crop, crop, 3] float32, label [B] int64) batches, augmented (`augment.FINETUNE`), repeated.
 
     flip=False turns the horizontal flip off, for classes that a mirror image
-    changes (the synthetic set's "left" and "right").
+    changes (the synthetic set's "left" and "right"); `crop_scale` (min, max)
+    replaces FINETUNE's area fractions of the random resized crop.
     """
     config = augment.FINETUNE if flip else dataclasses.replace(augment.FINETUNE, flip_prob=0.0)
+    if crop_scale is not None:
+        config = dataclasses.replace(config, crop_scale=tuple(crop_scale))
     dataset = pipeline.finetune_dataset(
         file_pattern, batch_size, num_frames=frames, crop_size=crop_size, stride=stride, augment=config,
         seed=seed, shuffle_buffer=shuffle_buffer or pipeline.DEFAULT_SHUFFLE_BUFFER, stats=stats,

@@ -189,17 +189,18 @@ def test_background_pan_moves_the_whole_background_with_the_object(monkeypatch):
 
 def test_background_mean_gives_every_video_the_same_mean_colour(monkeypatch):
     monkeypatch.setattr(synthetic, "NOISE_STD", 0.0)
-    means = lambda: np.array([synthetic.make_video(i, "train", 0, 2, 64, "pattern").frames[0].mean((0, 1))
-                              for i in range(12)])
+    means = lambda mean=None: np.array([synthetic.make_video(i, "train", 0, 2, 64, "pattern", mean).frames[0]
+                                        .mean((0, 1)) for i in range(12)])
     drawn = means()
-    monkeypatch.setattr(synthetic, "BACKGROUND_MEAN", 128.0)
-    fixed = means()
+    fixed = means(128.0)
+    monkeypatch.setattr(synthetic, "BACKGROUND_MEAN", 128.0)  # the module's default, as the argument
+    np.testing.assert_array_equal(means(), fixed)
     assert drawn.std(0).min() > 20.0  # drawn colours: the mean colour varies from video to video
     # fixed: only the object (10-20 px of 64, at least 80 grey levels away) moves the frame's mean
     assert np.abs(fixed - 128.0).max() < 20.0 and fixed.std(0).max() < 8.0
     # and the object keeps its contrast against the shifted background: where it was and has moved
     # away from, a pixel changes by at least OBJECT_CONTRAST (RGB distance)
     for i in range(12):
-        frames = synthetic.make_video(i, "train", 0, 12, 64, "pattern").frames.astype(np.float32)
+        frames = synthetic.make_video(i, "train", 0, 12, 64, "pattern", 128.0).frames.astype(np.float32)
         change = np.linalg.norm(frames[0] - frames[11], axis=-1).max()
         assert change >= 0.95 * synthetic.OBJECT_CONTRAST, (i, change)
