@@ -36,6 +36,10 @@ and measures each encoder, frozen (features of the backbone, before any head):
                        several points). What ACP trains for; without the colour
                        augmentation, colour alone would solve it even for a
                        random encoder;
+  same_video_crops_top1
+                       the same with views of crops alone (no colour jitter,
+                       grayscale, blur or solarisation): instance
+                       discrimination where the clips keep their colours;
   effective_rank       of the test videos' features (1 = collapsed);
   projection_std, neighbour_same_label
                        the pretraining's own diagnostics at its last step.
@@ -71,9 +75,13 @@ DEFAULT_VARIANTS = VARIANTS[:4]
 GAMMAS = {"acp_only": 0.0, "asc": 0.5, "asc_random": 0.5, "infonce": 0.0}
 SCP_MODES = {"asc": "similar", "asc_random": "random"}  # acp_only (γ = 0) never chooses a partner
 MEASURES = (
-    "retrieval_top1", "retrieval_top5", "linear_probe", "speed_probe", "same_video_top1", "effective_rank",
+    "retrieval_top1", "retrieval_top5", "linear_probe", "speed_probe", "same_video_top1", "same_video_crops_top1",
+    "effective_rank",
     "projection_std", "neighbour_same_label",
 )
+# What `measure` returns for every encoder (the rest of MEASURES come from training).
+FROZEN_MEASURES = ("retrieval_top1", "retrieval_top5", "linear_probe", "speed_probe", "same_video_top1",
+                   "same_video_crops_top1", "effective_rank")
 # One seed for every evaluation clip: every encoder is measured on the same clips.
 EVAL_SEED = 20261128
 # The defaults that --videos changes: real frames, stored at short side 128, hold more than 32x32 pixels show.
@@ -300,10 +308,11 @@ def _clip_features(encoder, dataset):
     return np.concatenate(features)
 
 
-def _view_pairs(config, test_data, draw):
+def _view_pairs(config, test_data, draw, crops_only=False):
     """Two strongly augmented clips of each test video, at the two speeds (the pretraining views).
 
     `draw` numbers independent draws of the augmentation; each is the same for every encoder.
+    `crops_only`: the views' random crops alone, without their colour and blur steps.
     """
     import keras
 
@@ -312,22 +321,23 @@ def _view_pairs(config, test_data, draw):
     # The pipeline's draws are stateless in `seed` (the same clips for every variant and training
     # seed); the global seed is fixed too, so that what runs after a measure starts from one state.
     keras.utils.set_random_seed(EVAL_SEED + draw)
+    strong = not crops_only
+    views = augment.byol_views(color_jitter=strong, blur=strong, grayscale=strong, solarize=strong, flip=False)
     dataset = pipeline.pretrain_dataset(
         test_data, 1, num_frames=config.frames, crop_size=config.crop_size, speeds=tuple(config.speeds),
-        speed_mode="fixed", augment=augment.byol_views(flip=False), seed=EVAL_SEED + draw, shuffle_buffer=0,
-        repeat=False,
+        speed_mode="fixed", augment=views, seed=EVAL_SEED + draw, shuffle_buffer=0, repeat=False,
     )
     return dataset.unbatch().batch(32)
 
 
-def same_video_top1(encoder, config, test_data):
+def same_video_top1(encoder, config, test_data, crops_only=False):
     """The same-video measure (module docstring), in percent, averaged over `same_video_draws` draws."""
     from asc_tf.evaluation import probes
 
     scores = []
     for draw in range(config.same_video_draws):
         view_i, view_j = [], []
-        for batch in _view_pairs(config, test_data, draw):
+        for batch in _view_pairs(config, test_data, draw, crops_only):
             view_i.append(encoder(batch["view_i"]).numpy())
             view_j.append(encoder(batch["view_j"]).numpy())
         view_i, view_j = np.concatenate(view_i), np.concatenate(view_j)
@@ -387,6 +397,7 @@ def measure(encoder, config, train_data, test_data, stream=None, names=None):
         "linear_probe": probes.probe_accuracy(gallery.features, gallery.labels, queries.features, queries.labels),
         "speed_probe": probes.probe_accuracy(*speed_sets["train"], *speed_sets["test"], num_classes=2),
         "same_video_top1": same_video_top1(encoder, config, test_data),
+        "same_video_crops_top1": same_video_top1(encoder, config, test_data, crops_only=True),
         "effective_rank": probes.effective_rank(queries.features),
     }
     return measures, (queries, gallery)
@@ -396,10 +407,12 @@ def measure(encoder, config, train_data, test_data, stream=None, names=None):
 
 
 def _saved_measures(path, settings):
-    """measures.json of these settings, as {"measures", "tools": {tool: protocol}}; None when absent or other.
+    """measures.json of these settings, as {"measures", "tools": {tool: protocol}, "missing"}; None when absent
+    or other.
 
     Files of earlier versions kept the tools' protocols in settings["evaluate"]
-    ({"retrieve_flagfile": ..., "finetune_flagfile": ...}): read as the same stamps.
+    ({"retrieve_flagfile": ..., "finetune_flagfile": ...}): read as the same stamps,
+    and may lack measures added since: "missing" names them (to measure on the trained encoder).
     """
     if not os.path.isfile(path):
         return None
@@ -412,7 +425,8 @@ def _saved_measures(path, settings):
         tools = {name[:-len("_flagfile")]: text for name, text in earlier.items()}
     if recorded != settings:
         return None
-    return {"measures": saved["measures"], "tools": tools}
+    missing = [name for name in FROZEN_MEASURES if name not in saved["measures"]]
+    return {"measures": saved["measures"], "tools": tools, "missing": missing}
 
 
 def _summary(values):
@@ -467,11 +481,19 @@ def run(config, train_data, test_data, num_classes, stream=None, evaluate=None):
             before = _saved_measures(saved, settings)
             if before is not None:
                 measures, stale = before["measures"], [tool for tool in tools if before["tools"].get(tool) != tools[tool]]
+                missing = before["missing"]
                 print(f"[seed {seed}] {variant}: measured before, {saved}"
-                      + (f"; the protocol of {', '.join(stale)} changed: measuring with it again" if stale else ""),
+                      + (f"; the protocol of {', '.join(stale)} changed: measuring with it again" if stale else "")
+                      + (f"; measuring {', '.join(missing)} (added since)" if missing else ""),
                       file=stream)
+                if missing:
+                    keras.backend.clear_session()
+                    added, _ = measure(_trained_encoder(config, variant, seed, num_classes), config, train_data,
+                                       test_data, stream, names)
+                    measures.update({name: added[name] for name in missing})
                 if stale:
                     measures.update(evaluate(variant, seed, run_dir, stale))
+                if stale or missing:
                     with open(saved, "w") as f:
                         json.dump({"settings": settings, "tools": tools, "measures": measures}, f, indent=2)
                 per_seed[variant][seed] = measures
@@ -522,6 +544,7 @@ def run(config, train_data, test_data, num_classes, stream=None, evaluate=None):
             "linear_probe": 100.0 / num_classes,
             "speed_probe": 50.0,
             "same_video_top1": 100.0 / config.test_videos,
+            "same_video_crops_top1": 100.0 / config.test_videos,
             "finetune_top1": 100.0 / num_classes,
         },
         "variants": {},
@@ -555,6 +578,22 @@ def _resumable(run_dir, config, variant, seed, train_data):
     return {k: v for k, v in saved.items() if k != "export"} == {k: v for k, v in wanted.items() if k != "export"}
 
 
+def _trained_encoder(config, variant, seed, num_classes):
+    """The encoder a finished variant trained, read back from its run folder (random init: drawn again)."""
+    from asc_tf.evaluation import encoders, finetune
+
+    clip_shape = (config.frames, config.crop_size, config.crop_size, 3)
+    if variant == "random":
+        return encoders.random_init(config.backbone, config.width, clip_shape, seed)
+    run_dir = config.run_dir(seed, variant)
+    if variant == "supervised":
+        model = finetune.build_classifier(config.backbone, config.width, num_classes, dropout=0.0,
+                                          clip_shape=clip_shape)
+        model.load_weights(os.path.join(run_dir, "classifier.weights.h5"))
+        return encoders.from_keras(model.encoder, source=run_dir)
+    return encoders.from_pretraining(run_dir)
+
+
 def _remove_run(run_dir):
     """Removes an earlier or interrupted run of other settings: only folders this module wrote (marked)."""
     if os.path.isfile(os.path.join(run_dir, RUN_MARK)):
@@ -575,6 +614,7 @@ TABLE_COLUMNS = (
     ("linear_probe", "linear", "linear probe on the frozen features, test top-1 %"),
     ("speed_probe", "speed", "speed probe: single clips' playback stride told from the features, %"),
     ("same_video_top1", "same-video@1", "two augmented clips of a test video at the two speeds find each other, top-1 %"),
+    ("same_video_crops_top1", "same-video crops@1", "the same with views of random crops alone, top-1 %"),
     ("effective_rank", "eff.rank", "effective rank of the test features (1 = collapsed)"),
     ("projection_std", "proj.std", "pretraining: std of the normalised projections (0 = collapsed)"),
     ("neighbour_same_label", "nbr.same", "pretraining: fraction of SCP partners of the anchor's class"),
@@ -582,7 +622,7 @@ TABLE_COLUMNS = (
     ("last_loss", "loss last", "training loss at the last step"),
 )
 # The measures a verdict compares with random init: what the encoder learned (the diagnostics are not).
-VERDICT_MEASURES = ("same_video_top1", "retrieval_top1", "linear_probe", "speed_probe", "finetune_top1")
+VERDICT_MEASURES = ("same_video_top1", "same_video_crops_top1", "retrieval_top1", "linear_probe", "speed_probe", "finetune_top1")
 _CHANCE_KEYS = {"test_top1": "finetune_top1", "retrieval_top5": None, "retrieval_top10": None,
                 "retrieval_top20": None, "retrieval_top50": None}
 

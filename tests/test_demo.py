@@ -68,7 +68,8 @@ def test_demo_numbers_are_finite_and_losses_went_down(small_demo):
     assert results["chance"]["same_video_top1"] == pytest.approx(100.0 / 12)
     for variant, entry in results["variants"].items():
         measures = entry["seeds"]["0"]
-        for name in ("retrieval_top1", "retrieval_top5", "linear_probe", "speed_probe", "same_video_top1"):
+        for name in ("retrieval_top1", "retrieval_top5", "linear_probe", "speed_probe", "same_video_top1",
+                     "same_video_crops_top1"):
             assert 0.0 <= measures[name] <= 100.0, (variant, name, measures[name])
         assert measures["retrieval_top1"] <= measures["retrieval_top5"], variant
         assert 1.0 <= measures["effective_rank"] <= 12.0, (variant, measures["effective_rank"])
@@ -85,12 +86,21 @@ def test_demo_numbers_are_finite_and_losses_went_down(small_demo):
 
 
 def test_demo_run_again_reuses_what_is_done(small_demo):
+    """And a measure added since (here: removed from three variants' files) is taken on the trained encoders,
+    read back from their run folders, with the numbers the first run had, and nothing is trained again."""
     output_dir, _ = small_demo
     before = json.loads((output_dir / "results.json").read_text())
+    for variant in ("random", "asc", "supervised"):
+        path = output_dir / "seed0" / variant / "measures.json"
+        saved = json.loads(path.read_text())
+        del saved["measures"]["same_video_crops_top1"]
+        path.write_text(json.dumps(saved))
     result = _demo(output_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "cached in" in result.stderr
     assert result.stderr.count("measured before") == len(demo.DEFAULT_VARIANTS)
+    assert result.stderr.count("measuring same_video_crops_top1 (added since)") == 3
+    assert "pretrain " not in result.stderr and "training with labels" not in result.stderr
     assert json.loads((output_dir / "results.json").read_text())["variants"] == before["variants"]
 
 
@@ -270,14 +280,19 @@ def test_the_verdict_names_only_what_beats_random_init_on_every_seed():
 
 
 def test_measures_of_earlier_versions_keep_their_tool_protocols(tmp_path):
-    """measures.json once kept the tools' flagfiles in settings["evaluate"]: read as the same stamps."""
+    """measures.json once kept the tools' flagfiles in settings["evaluate"]: read as the same stamps.
+    A file without a measure added since is measured again."""
     settings = {"steps": 500, "videos": "ucf6"}
+    measures = {name: 50.0 for name in demo.FROZEN_MEASURES}
     path = tmp_path / "measures.json"
     path.write_text(json.dumps({"settings": {**settings, "evaluate": {"retrieve_flagfile": "R", "finetune_flagfile": "F"}},
-                                "measures": {"retrieval_top1": 50.0}}))
-    assert demo._saved_measures(str(path), settings) == {"measures": {"retrieval_top1": 50.0},
+                                "measures": measures}))
+    assert demo._saved_measures(str(path), settings) == {"measures": measures, "missing": [],
                                                          "tools": {"retrieve": "R", "finetune": "F"}}
     assert demo._saved_measures(str(path), {**settings, "steps": 400}) is None
-    path.write_text(json.dumps({"settings": settings, "tools": {"retrieve": "R2"}, "measures": {}}))
+    path.write_text(json.dumps({"settings": settings, "tools": {"retrieve": "R2"}, "measures": measures}))
     assert demo._saved_measures(str(path), settings)["tools"] == {"retrieve": "R2"}
     assert demo._saved_measures(str(tmp_path / "absent.json"), settings) is None
+    earlier = {k: v for k, v in measures.items() if k != "same_video_crops_top1"}
+    path.write_text(json.dumps({"settings": settings, "tools": {}, "measures": earlier}))
+    assert demo._saved_measures(str(path), settings)["missing"] == ["same_video_crops_top1"]
