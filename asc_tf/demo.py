@@ -92,6 +92,8 @@ VIDEO_DEFAULTS = {"frames": 8, "crop_size": 64, "steps": 500, "color_jitter": Fa
 # Measured by the tools on a video folder (`evaluate`), beside MEASURES.
 TOOL_MEASURES = ("retrieval_top10", "retrieval_top20", "retrieval_top50", "finetune_top1", "finetune_top5",
                  "finetune_seconds")
+# The supervised control's optimisers (finetune.compile_classifier).
+SUPERVISED_OPTIMIZERS = ("sgd", "adam")
 # DemoConfig fields that shape the synthetic set and mean nothing on a video folder.
 SYNTHETIC_FIELDS = ("motion", "video_frames", "video_size", "data_seed", "background_mean")
 # The empty file that marks a run folder as the demo's own (and so removable when its settings change).
@@ -158,8 +160,9 @@ class DemoConfig:
             raise ValueError(f"unknown variants {unknown}; valid: {', '.join(VARIANTS)}")
         if len(self.speeds) != 2 or min(self.speeds) < 1 or self.speeds[0] == self.speeds[1]:
             raise ValueError(f"speeds must be two different positive strides, got {self.speeds}")
-        if self.supervised_optimizer not in ("sgd", "adam"):
-            raise ValueError(f"supervised_optimizer must be sgd or adam, got {self.supervised_optimizer!r}")
+        if self.supervised_optimizer not in SUPERVISED_OPTIMIZERS:
+            raise ValueError(f"supervised_optimizer must be one of {SUPERVISED_OPTIMIZERS}, "
+                             f"got {self.supervised_optimizer!r}")
         low, high = self.supervised_crop_scale
         if not 0.0 < low <= high <= 1.0:
             raise ValueError(f"supervised_crop_scale must be 0 < min <= max <= 1, got {self.supervised_crop_scale}")
@@ -622,7 +625,8 @@ TABLE_COLUMNS = (
     ("last_loss", "loss last", "training loss at the last step"),
 )
 # The measures a verdict compares with random init: what the encoder learned (the diagnostics are not).
-VERDICT_MEASURES = ("same_video_top1", "same_video_crops_top1", "retrieval_top1", "linear_probe", "speed_probe", "finetune_top1")
+VERDICT_MEASURES = ("same_video_top1", "same_video_crops_top1", "retrieval_top1", "linear_probe", "speed_probe",
+                    "finetune_top1")
 _CHANCE_KEYS = {"test_top1": "finetune_top1", "retrieval_top5": None, "retrieval_top10": None,
                 "retrieval_top20": None, "retrieval_top50": None}
 
@@ -655,10 +659,11 @@ def table(results):
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     lines.append(f"{seeds} seed(s){', mean ± standard deviation' if seeds > 1 else ''}. Legend:")
     chance = results["chance"]
+    width = max(len(title) for _, title, _ in columns)
     for name, title, text in columns:
         key = _CHANCE_KEYS.get(name, name)
         level = chance.get(key) if key else None
-        lines.append(f"  {title:<13} {text}" + (f"; chance {level:.{2 if level < 1 else 1}f}" if level else ""))
+        lines.append(f"  {title:<{width}} {text}" + (f"; chance {level:.{2 if level < 1 else 1}f}" if level else ""))
     lines.append(verdict(results))
     return "\n".join(lines)
 
