@@ -25,7 +25,7 @@ from asc_tf.evaluation import probes
 SMALL = [
     "--steps=40", "--batch_size=8", "--width=0.125", "--train_videos=24", "--test_videos=12",
     "--video_frames=24", "--video_size=32", "--frames=8", "--crop_size=32", "--eval_clips=2",
-    "--probe_clips=1",
+    "--probe_clips=1", "--speeds=1,2",
 ]
 
 

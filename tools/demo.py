@@ -104,7 +104,8 @@ absl_flags.DEFINE_integer("same_video_draws", DEFAULTS.same_video_draws,
 absl_flags.DEFINE_string("videos", "", "A labelled video folder to run the demo on instead of the synthetic set: "
                          "UCF-101's layout (ROOT/UCF-101/<Class>/*.avi beside ROOT/ucfTrainTestlist/), or class "
                          "folders (ROOT/<class>/<video>; with --videos_csv, Kinetics' layout). Changes the defaults "
-                         "of " + ", ".join(f"--{name}={value}" for name, value in VIDEO_DEFAULTS.items()) + ".")
+                         "of " + ", ".join(f"--{name}=" + (",".join(map(str, value)) if isinstance(value, tuple) else str(value))
+                                           for name, value in VIDEO_DEFAULTS.items()) + ".")
 absl_flags.DEFINE_string("videos_csv", "", "--videos in Kinetics' layout: its official CSV (the videos and labels).")
 absl_flags.DEFINE_string("split_file", "trainlist01.txt", "--videos in UCF-101's layout: the split file in "
                          "ucfTrainTestlist/ whose videos are split into training and validation groups.")
@@ -130,7 +131,7 @@ def _validate():
     if FLAGS.videos:
         for name, value in VIDEO_DEFAULTS.items():
             if not FLAGS[name].present:
-                FLAGS[name].value = value
+                FLAGS[name].value = [str(v) for v in value] if isinstance(value, tuple) else value
     flags.require_positive("seeds", "steps", "batch_size", "frames", "crop_size", "eval_clips", "probe_clips",
                            "same_video_draws")
     unknown = [v for v in FLAGS.variants if v not in VARIANTS]
