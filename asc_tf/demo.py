@@ -662,9 +662,11 @@ def table(results):
     lines.append(f"{seeds} seed(s){', mean ± standard deviation' if seeds > 1 else ''}. Legend:")
     chance = results["chance"]
     width = max(len(title) for _, title, _ in columns)
+    split = _split_name(results)  # the queries' split: "test" in the texts, or "validation"
     for name, title, text in columns:
         key = _CHANCE_KEYS.get(name, name)
         level = chance.get(key) if key else None
+        text = text.replace("test ", f"{split} ")
         lines.append(f"  {title:<{width}} {text}" + (f"; chance {level:.{2 if level < 1 else 1}f}" if level else ""))
     lines.append(verdict(results))
     return "\n".join(lines)

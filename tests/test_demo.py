@@ -230,6 +230,9 @@ def test_the_table_leaves_out_columns_no_variant_has():
     assert lines[3] == "1 seed(s). Legend:"
     assert lines[4].split() [:3] == ["retr@1", "retrieval", "top-1"] and lines[4].endswith("chance 50.0")
     assert len(lines) == 6 and "fine-tuned" not in demo.table(synthetic)
+    assert "test videos query" in lines[4]  # the legend names the queries' split
+    validation = demo.table({**synthetic, "settings": {"eval_split": "val"}}).splitlines()
+    assert "validation videos query" in validation[4] and "test" not in validation[4]
     videos = {"seeds": [0, 1], "chance": chance, "variants": {
         "random": {"mean": {"retrieval_top1": 40.0, "finetune_top1": 55.0}, "std": {"retrieval_top1": 1.0,
                                                                                    "finetune_top1": 2.5}},
