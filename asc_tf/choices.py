@@ -12,4 +12,5 @@ APPEARANCE_LOSSES = ("regression", "infonce")  # asc_tf/ascnet.py
 TAU_SCHEDULES = ("constant", "cosine")  # asc_tf/ascnet.py
 SCP_MODES = ("similar", "random", "same")  # asc_tf/queue.py
 OPTIMIZERS = ("lars", "sgd", "adam")  # asc_tf/pretraining.py
+CLASSIFIER_OPTIMIZERS = ("sgd", "adam")  # asc_tf/evaluation/finetune.py (compile_classifier)
 STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")  # asc_tf/distribute.py

@@ -70,6 +70,8 @@ import time
 
 import numpy as np
 
+from asc_tf.choices import CLASSIFIER_OPTIMIZERS  # imports nothing: DemoConfig stays free of TensorFlow
+
 VARIANTS = ("random", "acp_only", "asc", "supervised", "asc_random", "infonce")
 DEFAULT_VARIANTS = VARIANTS[:4]
 GAMMAS = {"acp_only": 0.0, "asc": 0.5, "asc_random": 0.5, "infonce": 0.0}
@@ -92,8 +94,6 @@ VIDEO_DEFAULTS = {"frames": 8, "crop_size": 64, "speeds": (1, 2), "steps": 500, 
 # Measured by the tools on a video folder (`evaluate`), beside MEASURES.
 TOOL_MEASURES = ("retrieval_top10", "retrieval_top20", "retrieval_top50", "finetune_top1", "finetune_top5",
                  "finetune_seconds")
-# The supervised control's optimisers (finetune.compile_classifier).
-SUPERVISED_OPTIMIZERS = ("sgd", "adam")
 # DemoConfig fields that shape the synthetic set and mean nothing on a video folder.
 SYNTHETIC_FIELDS = ("motion", "video_frames", "video_size", "data_seed", "background_mean")
 # The empty file that marks a run folder as the demo's own (and so removable when its settings change).
@@ -162,8 +162,8 @@ class DemoConfig:
             raise ValueError(f"unknown variants {unknown}; valid: {', '.join(VARIANTS)}")
         if len(self.speeds) != 2 or min(self.speeds) < 1 or self.speeds[0] == self.speeds[1]:
             raise ValueError(f"speeds must be two different positive strides, got {self.speeds}")
-        if self.supervised_optimizer not in SUPERVISED_OPTIMIZERS:
-            raise ValueError(f"supervised_optimizer must be one of {SUPERVISED_OPTIMIZERS}, "
+        if self.supervised_optimizer not in CLASSIFIER_OPTIMIZERS:
+            raise ValueError(f"supervised_optimizer must be one of {CLASSIFIER_OPTIMIZERS}, "
                              f"got {self.supervised_optimizer!r}")
         low, high = self.supervised_crop_scale
         if not 0.0 < low <= high <= 1.0:
@@ -457,7 +457,9 @@ def run(config, train_data, test_data, num_classes, stream=None, evaluate=None):
     again (nor its picture drawn again), so an interrupted demo picks up where
     it stopped; a pretraining in progress resumes from its newest checkpoint.
     When only a tool's protocol changed, that tool alone measures again, from
-    the run folder (the encoder is neither trained nor measured again).
+    the run folder (the encoder is neither trained nor measured again); a
+    measure added since the run is taken on its encoder, read back from the
+    run folder (`_trained_encoder`), and nothing is trained again.
 
     Returns:
       the results dict (as written to results.json).
@@ -465,7 +467,7 @@ def run(config, train_data, test_data, num_classes, stream=None, evaluate=None):
     import keras
     from PIL import Image
 
-    from asc_tf.evaluation import encoders, retrieval
+    from asc_tf.evaluation import retrieval
 
     stream = stream or sys.stderr
     os.makedirs(config.output_dir, exist_ok=True)
@@ -513,9 +515,8 @@ def run(config, train_data, test_data, num_classes, stream=None, evaluate=None):
                 "random init, no training" if variant == "random" else
                 f"{'training with labels,' if variant == 'supervised' else 'pretraining'} "
                 f"{config.steps} steps of batch {config.batch_size}"), file=stream)
-            clip_shape = (config.frames, config.crop_size, config.crop_size, 3)
             if variant == "random":
-                encoder, record = encoders.random_init(config.backbone, config.width, clip_shape, seed), {}
+                encoder, record = _trained_encoder(config, variant, seed, num_classes), {}
             elif variant == "supervised":
                 encoder, record = train_supervised(config, seed, train_data, test_data, num_classes, stream,
                                                    export=evaluate is not None)

@@ -39,9 +39,9 @@ import time
 from absl import flags as absl_flags
 
 import flags
-from asc_tf.choices import BACKBONE_NAMES, OPTIMIZERS
+from asc_tf.choices import BACKBONE_NAMES, CLASSIFIER_OPTIMIZERS, OPTIMIZERS
 from asc_tf.data import splits  # no TensorFlow at import
-from asc_tf.demo import DEFAULT_VARIANTS, SUPERVISED_OPTIMIZERS, VARIANTS, VIDEO_DEFAULTS, DemoConfig
+from asc_tf.demo import DEFAULT_VARIANTS, VARIANTS, VIDEO_DEFAULTS, DemoConfig
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every default is DemoConfig's: one place says what the demo runs.
@@ -64,7 +64,7 @@ absl_flags.DEFINE_float("base_lr", DEFAULTS.base_lr, "Pretraining learning rate 
                         "(0.008: Adam at 1e-3 for batch 16).")
 absl_flags.DEFINE_float("supervised_lr", DEFAULTS.supervised_lr,
                         "Supervised learning rate at batch 128, scaled linearly (0.008: Adam at 1e-3 for batch 16).")
-absl_flags.DEFINE_enum("supervised_optimizer", DEFAULTS.supervised_optimizer, list(SUPERVISED_OPTIMIZERS),
+absl_flags.DEFINE_enum("supervised_optimizer", DEFAULTS.supervised_optimizer, list(CLASSIFIER_OPTIMIZERS),
                        "Supervised optimiser (SGD with momentum 0.9, or Adam).")
 absl_flags.DEFINE_list("supervised_crop_scale", [str(s) for s in DEFAULTS.supervised_crop_scale],
                        "Supervised training crops: min,max fraction of the frame's area.")

@@ -55,6 +55,7 @@ import numpy as np
 import tensorflow as tf
 
 from asc_tf import optim
+from asc_tf.choices import CLASSIFIER_OPTIMIZERS
 from asc_tf.data import augment, pipeline, records
 from asc_tf.models import build_backbone
 from asc_tf.models.heads import ClassifierHead
@@ -265,9 +266,6 @@ def learning_rate_schedule(peak, warmup_steps, total_steps, final_fraction=FINAL
     return keras.optimizers.schedules.CosineDecay(peak, decay_steps, alpha=final_fraction)
 
 
-COMPILE_OPTIMIZERS = ("sgd", "adam")
-
-
 def compile_classifier(model, base_lr, batch_size, train_steps, warmup_steps=0, momentum=0.9, weight_decay=0.0,
                        optimizer="sgd"):
     """SGD with momentum (or Adam), the cosine schedule and decoupled weight decay; sparse cross-entropy on logits.
@@ -276,8 +274,8 @@ def compile_classifier(model, base_lr, batch_size, train_steps, warmup_steps=0, 
     (0.008: Adam at 1e-3 for batch 16). Only the model's trainable variables
     get optimiser slots (the head alone for a frozen backbone).
     """
-    if optimizer not in COMPILE_OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {COMPILE_OPTIMIZERS}, got {optimizer!r}")
+    if optimizer not in CLASSIFIER_OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {CLASSIFIER_OPTIMIZERS}, got {optimizer!r}")
     schedule = learning_rate_schedule(
         optim.scaled_learning_rate(base_lr, batch_size), warmup_steps, train_steps
     )
