@@ -8,7 +8,10 @@ does, and fall back to the (faster, fused) 'same' convolution wherever it is
 equivalent: stride 1 and an odd kernel padded by k // 2.
 """
 
+import functools
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -38,6 +41,56 @@ def _is_same(kernel, strides, padding):
 
 def _torch_pads(padding):
     return [[0, 0], [padding[0], padding[0]], [padding[1], padding[1]], [padding[2], padding[2]], [0, 0]]
+
+
+@functools.lru_cache(maxsize=None)
+def bf16_filter_gradient_is_wrong():
+    """Whether this process's bfloat16 Conv3D weight gradient is wrong (oneDNN's AVX-512 kernels below AMX).
+
+    On CPUs with AVX-512 BF16 but no AMX (or under ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 or AVX512_CORE_FP16),
+    TensorFlow 2.21's oneDNN backward-weights kernel returns garbage, often NaN, wherever the input has 2 frames
+    and the kernel 3 taps in time at stride 1: R3D-18's layer4 at 16×112² is off by 108 % of float32's largest
+    entry, the tests' thin R3D-18's layer2 is NaN (docs/bf16_filter_gradient.py). Outputs and input gradients
+    are right. Probed once per process, eagerly even when first asked inside a trace, on that shape: a oneDNN
+    that fixes it turns the workaround off by itself.
+    """
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 2, 4, 4, 16)).astype(np.float32)
+    dy = rng.normal(size=(2, 2, 4, 4, 16)).astype(np.float32)
+    with tf.init_scope():
+        try:
+            got, want = (
+                tf.cast(tf.raw_ops.Conv3DBackpropFilterV2(
+                    input=tf.cast(x, dtype), filter_sizes=[3, 3, 3, 16, 16], out_backprop=tf.cast(dy, dtype),
+                    strides=[1] * 5, padding="SAME"), tf.float32).numpy()
+                for dtype in (tf.bfloat16, tf.float32)
+            )
+        except tf.errors.OpError:  # no bfloat16 convolution at all (pretraining.check_bf16_convolutions says so)
+            return False
+    return not np.all(np.abs(got - want) <= 0.05 * np.abs(want).max())
+
+
+def conv3d_float32_filter_gradient(inputs, kernel, strides, padding, dilations):
+    """A Conv3D whose weight gradient is computed in float32, its output and input gradient in the inputs' dtype.
+
+    For bfloat16 where `bf16_filter_gradient_is_wrong()`; `kernel` is already in the inputs' dtype.
+    """
+    strides, dilations, padding = [1, *strides, 1], [1, *dilations, 1], padding.upper()
+
+    @tf.custom_gradient
+    def conv(x, k):
+        def grad(dy):
+            dx = tf.raw_ops.Conv3DBackpropInputV2(
+                input_sizes=tf.shape(x), filter=k, out_backprop=dy, strides=strides, padding=padding,
+                dilations=dilations)
+            dk = tf.raw_ops.Conv3DBackpropFilterV2(
+                input=tf.cast(x, tf.float32), filter_sizes=tf.shape(k), out_backprop=tf.cast(dy, tf.float32),
+                strides=strides, padding=padding, dilations=dilations)
+            return dx, tf.cast(dk, k.dtype)
+
+        return tf.nn.conv3d(x, k, strides=strides, padding=padding, dilations=dilations), grad
+
+    return conv(inputs, kernel)
 
 
 @keras.saving.register_keras_serializable(package="asc_tf")
@@ -71,6 +124,14 @@ class TorchConv3D(keras.layers.Conv3D):
             zero = tf.zeros([], inputs.dtype)
             inputs = tf.raw_ops.PadV2(input=inputs, paddings=self._explicit_pad, constant_values=zero)
         return super().call(inputs)
+
+    def convolution_op(self, inputs, kernel):
+        # bfloat16 on a CPU whose oneDNN bfloat16 weight gradient is wrong: that gradient in float32 (see
+        # bf16_filter_gradient_is_wrong); the output and the input gradient stay bfloat16.
+        if inputs.dtype == tf.bfloat16 and bf16_filter_gradient_is_wrong():
+            kernel = tf.cast(kernel, tf.bfloat16)
+            return conv3d_float32_filter_gradient(inputs, kernel, self.strides, self.padding, self.dilation_rate)
+        return super().convolution_op(inputs, kernel)
 
     def compute_output_shape(self, input_shape):
         if self._explicit_pad is not None:
