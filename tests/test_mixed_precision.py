@@ -117,7 +117,8 @@ KERNEL_GRADIENT_CHECK = """
 import asc_tf, keras, numpy as np, tensorflow as tf
 from asc_tf.models.layers import TorchConv3D, bf16_filter_gradient_is_wrong
 rng = np.random.default_rng(0)
-x, k = rng.normal(size=(4, 2, 8, 8, 16)).astype(np.float32), (rng.normal(size=(3, 3, 3, 16, 16)) * 0.1).astype(np.float32)
+x = rng.normal(size=(4, 2, 8, 8, 16)).astype(np.float32)
+k = (rng.normal(size=(3, 3, 3, 16, 16)) * 0.1).astype(np.float32)
 grads = []
 for policy in ("float32", "mixed_bfloat16"):
     keras.mixed_precision.set_global_policy(policy)
@@ -134,9 +135,10 @@ print(bf16_filter_gradient_is_wrong(), float(np.abs(grads[0] - grads[1]).max() /
 @needs_bf16
 @pytest.mark.parametrize("limit", ["", "AVX512_CORE_BF16", "AVX512_CORE_FP16"])
 def test_bf16_conv_kernel_gradient_matches_float32_where_onednn_gets_it_wrong(limit):
-    """Below AMX (AVX512_CORE_BF16, AVX512_CORE_FP16: AVX-512 BF16 CPUs without AMX) oneDNN's own bfloat16 weight gradient at this shape is
-    wrong: TorchConv3D's was off by 1.21 of float32's before it computed that gradient in float32 there, and is
-    0.0046 off now, under each limit (measured on an AVX-512 machine with AMX)."""
+    """Below AMX (AVX512_CORE_BF16, AVX512_CORE_FP16: AVX-512 BF16 CPUs without AMX) oneDNN's own bfloat16
+    weight gradient at this shape is wrong: TorchConv3D's was off by 1.21 of float32's before it computed that
+    gradient in float32 there, and is 0.0046 off now, under each limit (measured on an AVX-512 machine with AMX).
+    Without a limit the test checks this CPU's own kernels, whichever class it is."""
     if limit and not cpu.instruction_sets()["avx512_bf16"]:
         pytest.skip("this CPU has no AVX-512 BF16: the AVX512_CORE_BF16 kernels cannot run here")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO_ROOT)
